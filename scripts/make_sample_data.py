@@ -1,0 +1,147 @@
+"""Write the bundled sample dataset: `sft_sweep/assets/sample/chat.jsonl`.
+
+    python scripts/make_sample_data.py
+
+Synthetic, deterministic (seeded) short tasks with exact answers, in English and
+Chinese, in the project's normalized chat schema (`messages` with roles
+system/user/assistant/tool, assistant `tool_calls`, optional top-level `tools`):
+
+- arithmetic word problems             -> a bare number
+- sentiment classification             -> a JSON object, e.g. {"sentiment": "positive"}
+- multi-turn follow-ups                -> a second question about the first answer
+- tool calls (weather / calculator)    -> assistant tool call, tool result, final answer
+
+The tasks are small and regular on purpose: the embedded tiny model has to learn
+them visibly (eval loss halved) within two minutes on two CPU cores.
+"""
+
+import json
+import random
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "sft_sweep" / "assets" / "sample" / "chat.jsonl"
+N_ROWS = 2400
+SEED = 1234
+
+NAMES_EN = ["Tom", "Anna", "Ben", "Lucy", "Sam", "Mia", "Leo", "Zoe"]
+NAMES_ZH = ["小明", "小红", "小刚", "小丽", "小华", "小军"]
+ITEMS_EN = ["apples", "books", "pens", "coins", "cards", "eggs"]
+ITEMS_ZH = ["苹果", "本书", "支笔", "枚硬币", "张卡片", "个鸡蛋"]
+POSITIVE_EN = ["The food was great.", "I love this phone.", "Excellent service, very friendly.",
+               "What a wonderful movie!", "The hotel room was clean and quiet."]
+NEGATIVE_EN = ["The food was cold.", "I hate this phone.", "Terrible service, very rude.",
+               "What a boring movie.", "The hotel room was dirty and loud."]
+POSITIVE_ZH = ["这家餐厅的菜很好吃。", "我很喜欢这部手机。", "服务非常好。", "这部电影太精彩了！"]
+NEGATIVE_ZH = ["这家餐厅的菜很难吃。", "我不喜欢这部手机。", "服务太差了。", "这部电影太无聊了。"]
+CITIES = {"Paris": 18, "London": 12, "Tokyo": 22, "Beijing": 25, "Berlin": 15, "Cairo": 33}
+SYSTEM = "You are a helpful assistant."
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Current temperature of a city in Celsius.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "add", "description": "Add two integers.",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                       "required": ["a", "b"]}}},
+]
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def arithmetic(rng):
+    a, b = rng.randint(1, 20), rng.randint(1, 20)
+    if rng.random() < 0.5:
+        name, item = rng.choice(NAMES_EN), rng.choice(ITEMS_EN)
+        if rng.random() < 0.5:
+            q = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"
+            ans = a + b
+        else:
+            a, b = max(a, b), min(a, b)
+            q = f"{name} has {a} {item} and gives away {b}. How many {item} are left?"
+            ans = a - b
+    else:
+        name, item = rng.choice(NAMES_ZH), rng.choice(ITEMS_ZH)
+        if rng.random() < 0.5:
+            q = f"{name}有{a}{item}，又得到了{b}{item}。{name}现在有多少{item}？"
+            ans = a + b
+        else:
+            a, b = max(a, b), min(a, b)
+            q = f"{name}有{a}{item}，送出了{b}{item}。还剩多少{item}？"
+            ans = a - b
+    return {"messages": [user(q), assistant(str(ans))], "tags": ["arithmetic"]}, ans
+
+
+def sentiment(rng):
+    positive = rng.random() < 0.5
+    if rng.random() < 0.6:
+        text = rng.choice(POSITIVE_EN if positive else NEGATIVE_EN)
+        q = f"Classify the sentiment of this review and answer in JSON: {text}"
+    else:
+        text = rng.choice(POSITIVE_ZH if positive else NEGATIVE_ZH)
+        q = f"判断这条评论的情感，用JSON回答：{text}"
+    label = "positive" if positive else "negative"
+    msgs = [user(q), assistant(json.dumps({"sentiment": label}))]
+    if rng.random() < 0.3:
+        msgs.insert(0, {"role": "system", "content": SYSTEM})
+    return {"messages": msgs, "tags": ["json", "classification"]}
+
+
+def follow_up(rng):
+    row, ans = arithmetic(rng)
+    chinese = any("\u4e00" <= ch <= "\u9fff" for ch in row["messages"][0]["content"])
+    k = rng.choice([2, 3])
+    if chinese:
+        q2 = {2: "再乘以2是多少？", 3: "再乘以3是多少？"}[k]
+    else:
+        q2 = {2: "What is that times 2?", 3: "What is that times 3?"}[k]
+    row["messages"] += [user(q2), assistant(str(ans * k))]
+    row["tags"] = ["arithmetic", "multi_turn"]
+    return row
+
+
+def tool_call(rng):
+    if rng.random() < 0.5:
+        city = rng.choice(list(CITIES))
+        temp = CITIES[city] + rng.randint(-3, 3)
+        q = f"What is the weather in {city}?"
+        call = {"name": "get_weather", "arguments": {"city": city}}
+        result = json.dumps({"city": city, "temperature_c": temp})
+        final = f"It is {temp} degrees Celsius in {city}."
+    else:
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        q = f"Use the calculator to add {a} and {b}."
+        call = {"name": "add", "arguments": {"a": a, "b": b}}
+        result = json.dumps({"result": a + b})
+        final = f"{a} + {b} = {a + b}"
+    msgs = [
+        {"role": "system", "content": SYSTEM},
+        user(q),
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]},
+        {"role": "tool", "content": result},
+        assistant(final),
+    ]
+    return {"messages": msgs, "tools": TOOLS, "tags": ["tool_call"]}
+
+
+def main():
+    rng = random.Random(SEED)
+    makers = [lambda: arithmetic(rng)[0], lambda: sentiment(rng), lambda: follow_up(rng), lambda: tool_call(rng)]
+    weights = [0.4, 0.3, 0.2, 0.1]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with OUT.open("w", encoding="utf-8") as f:
+        for i in range(N_ROWS):
+            row = rng.choices(makers, weights)[0]()
+            row = {"id": f"sample-{i:05d}", "source": "sample", **row}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"wrote {N_ROWS} rows to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""The one error type users see as a single line (bad config, bad data, missing model)."""
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, no traceback, in a single run."""

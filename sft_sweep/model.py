@@ -1,0 +1,118 @@
+"""Model side of a run: tokenizer, base model, LoRA and 4-bit quantization configs.
+
+Every function takes the composed config's plain-Python pieces (`cfg.model`, `cfg.lora`)
+and builds the HF / PEFT object they describe; nothing here downloads unless a preset
+names a hub id that is not cached.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from sft_sweep.errors import UserError
+
+
+def bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """`auto` means bfloat16 where the hardware has it, float32 otherwise (CPU)."""
+    if name == "auto":
+        return torch.bfloat16 if bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def resolve_attn_implementation(name: str) -> str:
+    if name == "auto":
+        has_flash = importlib.util.find_spec("flash_attn") is not None
+        return "flash_attention_2" if has_flash and torch.cuda.is_available() else "sdpa"
+    return name
+
+
+def _hub_error(what: str, name: str, exc: Exception) -> UserError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(
+        f"cannot load {what} {name!r} from the Hugging Face hub or its local cache ({reason}); "
+        f"if the hub is unreachable, set model.name_or_path to a local directory"
+    )
+
+
+def build_tokenizer(model_cfg: dict):
+    name = model_cfg["tokenizer"] or model_cfg["name_or_path"]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        raise _hub_error("tokenizer", name, exc) from None
+    if model_cfg.get("chat_template"):
+        tokenizer.chat_template = Path(model_cfg["chat_template"]).read_text(encoding="utf-8")
+    if not tokenizer.chat_template:
+        raise UserError(f"tokenizer {name!r} has no chat template; set model.chat_template to a .jinja file")
+    if tokenizer.pad_token is None:
+        # Padding never reaches the loss (labels come from the assistant mask), so eos is a safe fallback.
+        tokenizer.pad_token = model_cfg.get("pad_token") or tokenizer.eos_token
+    return tokenizer
+
+
+def materialize_random_init(model_cfg: dict, tokenizer, out_dir: Path) -> Path:
+    """Build a model from `model.config` (random init, `init_seed`) and save it with the tokenizer.
+
+    Saving first gives every model the same from_pretrained path (so 4-bit quantization works
+    on it too) and leaves the run dir self-contained: the adapter's base model is right there.
+    """
+    config = AutoConfig.for_model(**model_cfg["config"])
+    if config.vocab_size < len(tokenizer):
+        raise UserError(f"model.config.vocab_size={config.vocab_size} is smaller than the tokenizer ({len(tokenizer)})")
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    with torch.random.fork_rng():
+        torch.manual_seed(model_cfg["init_seed"])
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_quantization_config(lora_cfg: dict | None) -> BitsAndBytesConfig | None:
+    quant = (lora_cfg or {}).get("quantization")
+    if not quant:
+        return None
+    quant = dict(quant)
+    if isinstance(quant.get("bnb_4bit_compute_dtype"), str):
+        quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**quant)
+
+
+def build_lora_config(lora_cfg: dict | None) -> LoraConfig | None:
+    if not lora_cfg:
+        return None  # full fine-tuning
+    kwargs = {k: v for k, v in lora_cfg.items() if k != "quantization"}
+    return LoraConfig(**kwargs)
+
+
+def build_model(model_cfg: dict, lora_cfg: dict | None, path: str):
+    """Load the base model from `path` (hub id or local dir), quantized when lora=qlora."""
+    quantization = build_quantization_config(lora_cfg)
+    kwargs = dict(
+        dtype=resolve_dtype(model_cfg["dtype"]),
+        attn_implementation=resolve_attn_implementation(model_cfg["attn_implementation"]),
+        use_cache=model_cfg["use_cache"],
+    )
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise _hub_error("model", path, exc) from None
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model

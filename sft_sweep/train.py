@@ -1,0 +1,112 @@
+"""The training entrypoint: `python -m sft_sweep [group=option ...] [key=value ...]`.
+
+Read top to bottom: Hydra composes conf/config.yaml -> `main` -> `train`:
+setup (tokenizer, data, model, SFTConfig) -> SFTTrainer.train() -> final evaluation ->
+records in the run dir -> return the optimized metric (for sweepers) -> close W&B.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from transformers import set_seed
+from trl import SFTTrainer
+
+from sft_sweep.data import build_datasets
+from sft_sweep.errors import UserError
+from sft_sweep.logger import start_wandb
+from sft_sweep.model import build_lora_config, build_model, build_tokenizer, materialize_random_init
+from sft_sweep.run_dir import METRICS, peak_memory_mib, refuse_finished, write_json, write_manifest
+from sft_sweep.sft_config import build_sft_config
+
+log = logging.getLogger("sft_sweep")
+
+
+def train(cfg: DictConfig) -> float:
+    """One SFT run in the current Hydra run dir; returns `cfg.optimized_metric`."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    refuse_finished(run_dir, cfg.overwrite)
+    # PEFT and TRL check isinstance(x, list/dict): hand them plain Python, never OmegaConf nodes.
+    c = OmegaConf.to_container(cfg, resolve=True)
+    set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
+    write_manifest(run_dir, cfg, status="started")
+    wandb_run = start_wandb(c["logger"], run_dir, c, default_name=run_dir.name)
+    try:
+        # --- setup ---------------------------------------------------------------------------
+        tokenizer = build_tokenizer(c["model"])
+        train_data, eval_data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"])
+        base_path = c["model"]["name_or_path"]
+        if c["model"]["config"]:  # the embedded tiny model (or any random-init config)
+            base_path = str(materialize_random_init(c["model"], tokenizer, run_dir / "base_model"))
+        model = build_model(c["model"], c["lora"], base_path)
+        args = build_sft_config(c["optim"], c["trainer"], output_dir=str(run_dir / "checkpoints"),
+                                seed=c["seed"], report_to=["wandb"] if wandb_run else [],
+                                run_name=run_dir.name)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                             processing_class=tokenizer, peft_config=build_lora_config(c["lora"]))
+
+        # --- train -----------------------------------------------------------------------------
+        started = time.perf_counter()
+        result = trainer.train()
+        final_eval = trainer.evaluate()
+        train_seconds = time.perf_counter() - started
+
+        # --- records ---------------------------------------------------------------------------
+        weights_dir = run_dir / ("adapter" if c["lora"] else "model")
+        trainer.save_model(str(weights_dir))  # adapter only for LoRA; tokenizer + chat template too
+        tokenizer.save_pretrained(str(weights_dir))
+        evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+        metrics = {
+            "train_loss": result.training_loss,
+            **final_eval,
+            "first_eval_loss": evals[0] if evals else None,
+            "global_step": trainer.state.global_step,
+            "train_runtime_s": result.metrics["train_runtime"],
+            "train_and_eval_wall_s": train_seconds,
+            "train_tokens": trainer.state.num_input_tokens_seen,
+            "train_tokens_per_s": trainer.state.num_input_tokens_seen / result.metrics["train_runtime"],
+            "peak_memory": peak_memory_mib(),
+            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            "weights_dir": weights_dir.name,
+            "base_model": base_path,
+        }
+        if cfg.optimized_metric not in metrics:
+            raise UserError(f"optimized_metric={cfg.optimized_metric!r} is not among the run's metrics: "
+                            f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+        write_json(run_dir / "log_history.json", trainer.state.log_history)
+        write_manifest(run_dir, cfg, status="finished")
+        write_json(run_dir / METRICS, metrics)  # written last: marks the run finished
+        if wandb_run:
+            wandb_run.summary.update({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        log.info("finished: %s=%.4f (first eval %.4f), %d steps, %.0f tokens/s -> %s",
+                 cfg.optimized_metric, metrics[cfg.optimized_metric], metrics["first_eval_loss"] or float("nan"),
+                 metrics["global_step"], metrics["train_tokens_per_s"], run_dir)
+        return metrics[cfg.optimized_metric]
+    finally:
+        # Multirun jobs share this process: always close the W&B run, even on failure.
+        if wandb_run is not None:
+            wandb_run.finish()
+
+
+# conf/ sits beside the package; an absolute path works under `python -m` too.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except UserError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the failed trial and goes on
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
