@@ -114,5 +114,17 @@ def build_model(model_cfg: dict, lora_cfg: dict | None, path: str):
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
+        keep_cpu_4bit_weights_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
+
+
+def keep_cpu_4bit_weights_trainable(model) -> None:
+    """bitsandbytes (0.50) repacks CPU 4-bit weights for inference on the first eval-mode forward
+    and never unpacks them; the repacked matmul has no autograd, so after the first evaluation
+    gradients would stop flowing through the base layers. Training never wants that fast path."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False

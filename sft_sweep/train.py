@@ -27,6 +27,23 @@ from sft_sweep.sft_config import build_sft_config
 log = logging.getLogger("sft_sweep")
 
 
+def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
+    """Tokenizer, data, model and SFTConfig from the plain-Python config -> a ready SFTTrainer."""
+    tokenizer = build_tokenizer(c["model"])
+    # Data before the model: a bad row fails in a second, not after loading 8B weights.
+    train_data, eval_data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"])
+    base_path = c["model"]["name_or_path"]
+    if c["model"]["config"]:  # the embedded tiny model (or any random-init config)
+        base_path = str(materialize_random_init(c["model"], tokenizer, run_dir / "base_model"))
+    model = build_model(c["model"], c["lora"], base_path)
+    report_to = ["wandb"] if c["logger"] else []
+    args = build_sft_config(c["optim"], c["trainer"], output_dir=str(run_dir / "checkpoints"),
+                            seed=c["seed"], report_to=report_to, run_name=run_dir.name)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                         processing_class=tokenizer, peft_config=build_lora_config(c["lora"]))
+    return trainer, base_path
+
+
 def train(cfg: DictConfig) -> float:
     """One SFT run in the current Hydra run dir; returns `cfg.optimized_metric`."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -37,18 +54,8 @@ def train(cfg: DictConfig) -> float:
     write_manifest(run_dir, cfg, status="started")
     wandb_run = start_wandb(c["logger"], run_dir, c, default_name=run_dir.name)
     try:
-        # --- setup ---------------------------------------------------------------------------
-        tokenizer = build_tokenizer(c["model"])
-        train_data, eval_data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"])
-        base_path = c["model"]["name_or_path"]
-        if c["model"]["config"]:  # the embedded tiny model (or any random-init config)
-            base_path = str(materialize_random_init(c["model"], tokenizer, run_dir / "base_model"))
-        model = build_model(c["model"], c["lora"], base_path)
-        args = build_sft_config(c["optim"], c["trainer"], output_dir=str(run_dir / "checkpoints"),
-                                seed=c["seed"], report_to=["wandb"] if wandb_run else [],
-                                run_name=run_dir.name)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                             processing_class=tokenizer, peft_config=build_lora_config(c["lora"]))
+        trainer, base_path = setup(c, run_dir)
+        tokenizer = trainer.processing_class
 
         # --- train -----------------------------------------------------------------------------
         started = time.perf_counter()
@@ -98,7 +105,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     try:
         return train(cfg)
     except UserError as exc:
@@ -108,5 +115,28 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
 
 
-if __name__ == "__main__":
-    main()
+def prepare_argv(argv: list[str]) -> list[str]:
+    """Make `--config-path`/`-cp` relative to the current dir (Hydra would read it relative to
+    the package under `python -m`), and refuse an explicit `hydra.run.dir=` that holds a
+    finished run before Hydra writes its .hydra/ files there."""
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("--config-path", "-cp"):
+            argv[i + 1] = str(Path(argv[i + 1]).resolve())
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config-path="):
+            argv[i] = "--config-path=" + str(Path(arg.split("=", 1)[1]).resolve())
+    if "-m" not in argv and "--multirun" not in argv and "overwrite=true" not in argv:
+        for arg in argv:
+            if arg.startswith("hydra.run.dir="):
+                try:
+                    refuse_finished(Path(arg.split("=", 1)[1]), overwrite=False)
+                except UserError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    sys.exit(2)
+    return argv
+
+
+def main() -> None:
+    sys.argv = prepare_argv(sys.argv)
+    hydra_main()

@@ -1,0 +1,119 @@
+"""Every option of every group composes and builds its HF/PEFT/TRL objects (no download)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import BitsAndBytesConfig
+from trl import SFTConfig
+
+from sft_sweep.model import build_lora_config, build_quantization_config, resolve_attn_implementation, resolve_dtype
+from sft_sweep.sft_config import build_sft_config
+from tests.conftest import REPO, compose_cfg, env_without_network, plain
+
+CONF = REPO / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+REAL_MODELS = [m for m in MODELS if m != "tiny"]
+
+
+def sft_config(c, tmp_path) -> SFTConfig:
+    return build_sft_config(c["optim"], c["trainer"], output_dir=str(tmp_path), seed=c["seed"],
+                            report_to=[], run_name="t")
+
+
+def test_all_model_presets_listed():
+    assert MODELS == sorted(["tiny", "smollm2_135m", "qwen3_0_6b_base", "qwen3_4b", "qwen3_4b_instruct_2507",
+                             "qwen2_5_7b_instruct", "llama3_1_8b_instruct", "llama2_7b"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("lora", ["lora", "qlora", "none"])
+def test_every_model_and_lora_option_builds(model, lora, tmp_path):
+    c = plain(f"model={model}", f"lora={lora}")
+    lora_config = build_lora_config(c["lora"])
+    quant = build_quantization_config(c["lora"])
+    args = sft_config(c, tmp_path)
+    assert isinstance(args, SFTConfig)
+    assert args.bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert args.seed == 42 and args.lr_scheduler_type == "cosine" and args.weight_decay == 0.01
+    assert args.warmup_steps == 0.03
+    if lora == "none":
+        assert lora_config is None and quant is None
+        assert args.learning_rate == (5e-3 if model == "tiny" else 2e-5)
+        return
+    assert isinstance(lora_config, LoraConfig)
+    assert (lora_config.r, lora_config.lora_alpha, lora_config.lora_dropout) == (16, 32, 0.05)
+    assert lora_config.target_modules == "all-linear"
+    assert args.learning_rate == (5e-3 if model == "tiny" else 2e-4)
+    if lora == "qlora":
+        assert isinstance(quant, BitsAndBytesConfig)
+        assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant
+        assert quant.bnb_4bit_compute_dtype == torch.bfloat16
+    else:
+        assert quant is None
+
+
+@pytest.mark.parametrize("model", REAL_MODELS)
+def test_real_presets_name_a_hub_model_and_cpu_defaults(model):
+    c = plain(f"model={model}")["model"]
+    assert "/" in c["name_or_path"] and c["config"] is None
+    assert c["use_cache"] is False and c["lora_target_modules"] == "all-linear"
+    if not torch.cuda.is_available():
+        assert resolve_dtype(c["dtype"]) == torch.float32
+        assert resolve_attn_implementation(c["attn_implementation"]) == "sdpa"
+
+
+def test_lora_rank_from_command_line_and_alpha_follows():
+    assert build_lora_config(plain("lora.r=32")["lora"]).lora_alpha == 64
+    c = build_lora_config(plain("lora.r=32", "lora.lora_alpha=8")["lora"])
+    assert (c.r, c.lora_alpha) == (32, 8)
+    assert build_lora_config(plain("lora=qlora", "lora.r=64")["lora"]).lora_alpha == 128
+
+
+def test_lora_lists_are_plain_python():
+    # PEFT checks isinstance(x, list): an OmegaConf ListConfig would slip through as a non-list.
+    c = build_lora_config(plain("model=tiny")["lora"])
+    assert type(c.modules_to_save) is list and c.modules_to_save == ["lm_head"]
+
+
+def test_optim_options(tmp_path):
+    assert sft_config(plain("optim=paged_adamw_8bit"), tmp_path).optim == "paged_adamw_8bit"
+    args = sft_config(plain("optim.learning_rate=1e-4", "optim.warmup_ratio=0.1"), tmp_path)
+    assert args.learning_rate == 1e-4 and args.warmup_steps == 0.1
+
+
+def test_trainer_defaults(tmp_path):
+    args = sft_config(plain(), tmp_path)
+    assert args.assistant_only_loss is False  # our own mask travels in the dataset instead
+    assert (args.save_total_limit, args.packing, args.eval_on_start) == (2, False, True)
+    assert sft_config(plain("trainer.max_steps=200"), tmp_path).max_steps == 200
+
+
+def test_logger_options():
+    assert plain("logger=none")["logger"] == {}
+    w = plain("logger=wandb", "logger.tags=[a,b]")["logger"]
+    assert w["project"] == "sft-sweep" and w["tags"] == ["a", "b"] and w["mode"] is None
+
+
+def test_data_options():
+    sample = plain("data=sample")["data"]
+    assert Path(sample["path"]).is_file() and sample["train_on"] == "all_assistant"
+    local = plain("data=local", "data.path=/x/y.jsonl")["data"]
+    assert local["path"] == "/x/y.jsonl" and local["val_ratio"] == sample["val_ratio"]
+
+
+def test_run_dirs_go_under_outputs():
+    cfg = compose_cfg(hydra=True)
+    assert cfg.hydra.run.dir.startswith("outputs/runs/")
+    assert cfg.hydra.sweep.dir.startswith("outputs/sweeps/")
+
+
+def test_unknown_group_option_gives_hydras_message():
+    proc = subprocess.run([sys.executable, "-m", "sft_sweep", "model=nope"], cwd=REPO, capture_output=True,
+                          text=True, env=env_without_network(), timeout=120)
+    assert proc.returncode != 0
+    assert "Could not find 'model/nope'" in proc.stderr
+    assert "qwen3_4b" in proc.stderr  # Hydra lists the available options

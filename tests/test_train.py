@@ -1,0 +1,163 @@
+"""Real training runs of the embedded tiny model through the real entrypoint."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from sft_sweep.train import setup
+from tests.conftest import TINY, plain, run_cli
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def losses(run_dir):
+    return [(h["step"], h["loss"]) for h in read(run_dir / "log_history.json") if "loss" in h]
+
+
+def frozen_and_trainable(model):
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return frozen, trainable
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("lora") / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY) == 0
+    return run_dir
+
+
+def test_run_dir_holds_every_record(lora_run):
+    for name in [".hydra/config.yaml", ".hydra/overrides.yaml", "adapter/adapter_config.json",
+                 "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/chat_template.jinja",
+                 "base_model/model.safetensors", "metrics.json", "log_history.json", "run_manifest.json"]:
+        assert (lora_run / name).is_file(), name
+    m = read(lora_run / "metrics.json")
+    assert m["global_step"] == 12 and m["train_tokens"] > 0 and m["train_tokens_per_s"] > 0
+    assert m["eval_loss"] < m["first_eval_loss"]  # it learns, even in 12 steps
+    assert m["peak_memory"]["cpu_rss_mib"] > 0 and m["train_runtime_s"] > 0
+    manifest = read(lora_run / "run_manifest.json")
+    assert manifest["status"] == "finished" and manifest["seed"] == 42
+    assert manifest["config"]["lora"]["r"] == 16  # resolved, not ${...}
+    assert set(manifest["versions"]) >= {"torch", "transformers", "trl", "peft", "datasets", "hydra-core"}
+    assert {"commit", "dirty"} <= set(manifest["git"]) and manifest["hardware"]["cpu_count"] >= 1
+
+
+def test_reproduce_from_saved_config_gives_the_same_losses(lora_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --config-path, as the README shows it
+    (tmp_path / "runs").symlink_to(lora_run.parent)
+    again = tmp_path / "again"
+    code = run_cli("--config-path", f"runs/{lora_run.name}/.hydra", "--config-name", "config",
+                   f"hydra.run.dir={again}")
+    assert code == 0
+    original, reproduced = losses(lora_run), losses(again)
+    assert len(original) == 6 and [s for s, _ in original] == [s for s, _ in reproduced]
+    for (_, a), (_, b) in zip(original, reproduced):
+        assert abs(a - b) <= 1e-6
+    assert abs(read(again / "metrics.json")["eval_loss"] - read(lora_run / "metrics.json")["eval_loss"]) <= 1e-6
+
+
+def test_finished_run_dir_is_never_overwritten(lora_run, capsys):
+    before = (lora_run / ".hydra/config.yaml").read_text()
+    stamp = (lora_run / "metrics.json").stat().st_mtime_ns
+    assert run_cli(f"hydra.run.dir={lora_run}", *TINY, "lora.r=4") == 2
+    assert f"{lora_run} already holds a finished run" in capsys.readouterr().err
+    assert (lora_run / ".hydra/config.yaml").read_text() == before
+    assert (lora_run / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_missing_data_file_is_one_line_naming_the_path(tmp_path, capsys):
+    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", "data=local", f"data.path={tmp_path}/none.jsonl") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: data file not found: {tmp_path}/none.jsonl"
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_lora_trains_adapter_and_leaves_base_weights_unchanged(tmp_path):
+    c = plain(*TINY)
+    trainer, _ = setup(c, tmp_path)
+    frozen, trainable = frozen_and_trainable(trainer.model)
+    assert any("lora_B" in n for n in trainable) and all("lora" not in n for n in frozen)
+    assert all(trainable[n].abs().sum() == 0 for n in trainable if "lora_B" in n)  # PEFT starts B at zero
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(frozen[n], after[n]) for n in frozen)
+    changed = [n for n in trainable if "lora_B" in n and not torch.equal(trainable[n], after[n])]
+    assert len(changed) == len([n for n in trainable if "lora_B" in n])
+
+
+def test_lora_rank_32_from_command_line(tmp_path):
+    run_dir = tmp_path / "r32"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=2", "lora.r=32") == 0
+    config = read(run_dir / "adapter/adapter_config.json")
+    assert (config["r"], config["lora_alpha"]) == (32, 64)
+    weights = load_file(run_dir / "adapter/adapter_model.safetensors")
+    a = [w for n, w in weights.items() if n.endswith("q_proj.lora_A.weight")]
+    assert a and all(w.shape == (32, 64) for w in a)
+    assert yaml.safe_load((run_dir / ".hydra/overrides.yaml").read_text())[-1] == "lora.r=32"
+
+
+def test_full_fine_tuning_changes_the_weights(tmp_path):
+    trainer, _ = setup(plain(*TINY, "lora=none", "trainer.max_steps=3"), tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    assert all(p.requires_grad for p in trainer.model.parameters())
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert sum(not torch.equal(before[n], after[n]) for n in before) == len(before)
+
+
+def test_qlora_on_cpu_quantizes_to_4bit_and_trains(tmp_path):
+    import bitsandbytes as bnb
+
+    trainer, _ = setup(plain(*TINY, "lora=qlora", "trainer.max_steps=4", "trainer.eval_steps=4"), tmp_path)
+    linear4 = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linear4) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
+    assert all(m.weight.quant_state.quant_type == "nf4" for m in linear4)
+    packed_during_training = []
+
+    class WatchLayout(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):
+            packed_during_training.append(any(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                                              for m in linear4))
+
+    trainer.add_callback(WatchLayout())
+    result = trainer.train()
+    assert result.global_step == 4 and torch.isfinite(torch.tensor(result.training_loss))
+    # The evaluation before training must not leave the weights in bitsandbytes' inference-only
+    # CPU layout, whose matmul has no gradient (the steps after it would train wrongly).
+    assert packed_during_training == [False] * 4
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    assert evals[-1] < evals[0]
+
+
+def test_wandb_offline_run_is_logged_and_closed(tmp_path):
+    import wandb
+
+    run_dir = tmp_path / "w"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=2", "logger=wandb",
+                   "logger.tags=[test]") == 0
+    assert wandb.run is None  # closed by the task's finally
+    offline = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    # a failing run closes its W&B run too
+    assert run_cli(f"hydra.run.dir={tmp_path / 'bad'}", "logger=wandb", "data=local",
+                   f"data.path={tmp_path}/none.jsonl") == 2
+    assert wandb.run is None
+
+
+@pytest.mark.slow
+def test_default_run_halves_eval_loss_within_two_minutes(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    assert run_cli(f"hydra.run.dir={tmp_path / 'default'}") == 0
+    wall = time.perf_counter() - started
+    m = read(tmp_path / "default" / "metrics.json")
+    assert m["eval_loss"] <= 0.5 * m["first_eval_loss"]
+    assert wall < 120
