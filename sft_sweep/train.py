@@ -44,6 +44,14 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     return trainer, base_path
 
 
+def final_evaluation(trainer: SFTTrainer) -> dict:
+    """The eval metrics at the last step: reused when the schedule already evaluated there."""
+    last = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if last and last[-1]["step"] == trainer.state.global_step:
+        return {k: v for k, v in last[-1].items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
 def train(cfg: DictConfig) -> float:
     """One SFT run in the current Hydra run dir; returns `cfg.optimized_metric`."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -60,7 +68,7 @@ def train(cfg: DictConfig) -> float:
         # --- train -----------------------------------------------------------------------------
         started = time.perf_counter()
         result = trainer.train()
-        final_eval = trainer.evaluate()
+        final_eval = final_evaluation(trainer)
         train_seconds = time.perf_counter() - started
 
         # --- records ---------------------------------------------------------------------------
