@@ -19,7 +19,8 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "sft_sweep" / "assets" / "sample" / "chat.jsonl"
+SAMPLE = Path(__file__).resolve().parents[1] / "sft_sweep" / "assets" / "sample"
+OUT = SAMPLE / "chat.jsonl"
 N_ROWS = 2400
 SEED = 1234
 
@@ -141,6 +142,52 @@ def main():
             row = {"id": f"sample-{i:05d}", "source": "sample", **row}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {N_ROWS} rows to {OUT}")
+    write_alpaca(random.Random(SEED + 1), 300)
+    write_sharegpt(random.Random(SEED + 2), 200)
+
+
+def write_alpaca(rng, n):
+    """The same kinds of tasks as Alpaca rows (instruction/input/output, some with system/history)."""
+    rows = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            row, _ = arithmetic(rng)
+            rows.append({"instruction": row["messages"][0]["content"], "input": "",
+                         "output": row["messages"][1]["content"]})
+        else:
+            positive = rng.random() < 0.5
+            text = rng.choice(POSITIVE_EN if positive else NEGATIVE_EN)
+            label = "positive" if positive else "negative"
+            rows.append({"instruction": "Classify the sentiment of the review. Answer in JSON.", "input": text,
+                         "output": json.dumps({"sentiment": label})})
+        if rng.random() < 0.1:
+            rows[-1]["system"] = SYSTEM
+        if rng.random() < 0.1:
+            rows[-1]["history"] = [["Hello!", "Hello! How can I help?"]]
+    path = SAMPLE / "alpaca.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {n} rows to {path}")
+
+
+def write_sharegpt(rng, n):
+    """ShareGPT rows (from/value; human, gpt, function_call, observation) with a `tools` string."""
+    rows = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            msgs = tool_call(rng)["messages"]
+            call = msgs[2]["tool_calls"][0]["function"]
+            conv = [{"from": "human", "value": msgs[1]["content"]},
+                    {"from": "function_call", "value": json.dumps(call, ensure_ascii=False)},
+                    {"from": "observation", "value": msgs[3]["content"]},
+                    {"from": "gpt", "value": msgs[4]["content"]}]
+            rows.append({"conversations": conv, "system": SYSTEM, "tools": json.dumps(TOOLS)})
+        else:
+            msgs = follow_up(rng)["messages"]
+            rows.append({"conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+                                           for m in msgs]})
+    path = SAMPLE / "sharegpt.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {n} rows to {path}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     """Tokenizer, data, model and SFTConfig from the plain-Python config -> a ready SFTTrainer."""
     tokenizer = build_tokenizer(c["model"])
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
-    train_data, eval_data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"])
+    train_data, eval_data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
     base_path = c["model"]["name_or_path"]
     if c["model"]["config"]:  # the embedded tiny model (or any random-init config)
         base_path = str(materialize_random_init(c["model"], tokenizer, run_dir / "base_model"))

@@ -42,6 +42,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_cache(tmp_path_factory):
+    # One prepared/tokenized data cache for the session, never the repo's outputs/.
+    os.environ["SFT_SWEEP_CACHE"] = str(tmp_path_factory.mktemp("data_cache"))
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
     # Never touch the network; W&B writes offline into the test's temp dir.

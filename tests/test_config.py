@@ -98,11 +98,19 @@ def test_logger_options():
     assert w["project"] == "sft-sweep" and w["tags"] == ["a", "b"] and w["mode"] is None
 
 
-def test_data_options():
-    sample = plain("data=sample")["data"]
-    assert Path(sample["path"]).is_file() and sample["train_on"] == "all_assistant"
+@pytest.mark.parametrize("option", ["sample", "alpaca", "sharegpt", "mixture", "mixture_resample"])
+def test_bundled_data_options_point_at_shipped_files(option):
+    data = plain(f"data={option}")["data"]
+    assert data["sources"] and all(Path(s["path"]).is_file() for s in data["sources"])
+    assert data["train_on"] == "all_assistant" and data["on_error"] == "raise"
+
+
+def test_data_local_and_hub_options():
     local = plain("data=local", "data.path=/x/y.jsonl")["data"]
-    assert local["path"] == "/x/y.jsonl" and local["val_ratio"] == sample["val_ratio"]
+    assert [s["path"] for s in local["sources"]] == ["/x/y.jsonl"] and local["val_ratio"] == 0.1
+    assert plain("data=dl_sft")["data"]["sources"][0]["path"] == "banghua/DL-SFT-Dataset"
+    mixture = plain("data=mixture")["data"]
+    assert [s["weight"] for s in mixture["sources"]] == [0.6, 0.3, 0.1] and mixture["mix"] == "interleave"
 
 
 def test_run_dirs_go_under_outputs():

@@ -1,0 +1,32 @@
+"""Data for a run: every common SFT format in, validated, deduplicated, mixed, split, tokenized.
+
+    sources.py   read .json/.jsonl/.parquet/.csv, save_to_disk folders, hub ids
+    formats.py   messages / alpaca / sharegpt / prompt-completion / text / field mapping -> one schema
+    validate.py  known roles, user+assistant turns, tool-call JSON, UTF-8, control chars, answer length
+    mixing.py    exact dedup, weighted concat / interleave / resample, split
+    prepare.py   the pipeline, exported and cached by a fingerprint of inputs and config
+    tokenize.py  token ids + assistant masks, cached by data/tokenizer/template/max_length
+    __main__.py  `python -m sft_sweep.data check|prepare|inspect`
+"""
+
+import logging
+
+from sft_sweep.data.prepare import fingerprint, prepare
+from sft_sweep.data.tokenize import cached_tokenize
+
+log = logging.getLogger(__name__)
+
+
+def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = False):
+    """(train, eval) tokenized datasets for a run, reusing every cache that matches."""
+
+    def rows():
+        train, validation, report, folder = prepare(data_cfg)
+        if report.get("rows_rejected"):
+            log.warning("data: skipped %d bad rows (see %s/report.json)", report["rows_rejected"], folder)
+        return train, validation
+
+    train, evaluation, _ = cached_tokenize(fingerprint(data_cfg), rows, tokenizer, data_cfg["cache_dir"],
+                                           max_length, packing, data_cfg["train_on"])
+    log.info("data: %d train / %d eval sequences", len(train), len(evaluation))
+    return train, evaluation

@@ -1,0 +1,123 @@
+"""Data tools, on the same composed config as training.
+
+    python -m sft_sweep.data check path/to/file.jsonl        # or: check data=mixture
+    python -m sft_sweep.data prepare data=mixture             # write the prepared folder, print it
+    python -m sft_sweep.data inspect data=sample model=tiny n=3   # rendered samples, trained tokens marked
+"""
+
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sft_sweep.data.prepare import prepare, run_pipeline
+from sft_sweep.errors import UserError
+
+USAGE = __doc__
+
+
+def load_config(args: list[str]) -> tuple[dict, dict]:
+    """Hydra overrides (a bare path means data=local data.path=<path>) -> plain config; extra key=value."""
+    from sft_sweep.train import CONF_DIR
+
+    overrides, extra = [], {}
+    for arg in args:
+        if "=" not in arg:
+            overrides += ["data=local", f"data.path={Path(arg).resolve()}"]
+        elif arg.split("=", 1)[0] in ("n",):
+            extra[arg.split("=", 1)[0]] = arg.split("=", 1)[1]
+        else:
+            overrides.append(arg)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True), extra
+
+
+def percentiles(values: list[int]) -> str:
+    if not values:
+        return "-"
+    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else [values[0]] * 99
+    return f"p50 {q[49]:.0f}  p90 {q[89]:.0f}  p99 {q[98]:.0f}  max {max(values)}"
+
+
+def check(cfg: dict) -> None:
+    from sft_sweep.model import build_tokenizer
+
+    data = {**cfg["data"], "on_error": "skip"}  # report every problem instead of stopping at the first
+    train, validation, report = run_pipeline(data)
+    rows = train + validation
+    tokenizer = build_tokenizer(cfg["model"])
+    roles, turns, lengths = Counter(), [], []
+    for row in rows:
+        if row["messages"] is None:
+            lengths.append(len(tokenizer(row["text"])["input_ids"]))
+            continue
+        roles.update(m["role"] for m in row["messages"])
+        turns.append(len(row["messages"]))
+        lengths.append(len(tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=True,
+                                                         return_dict=True)["input_ids"]))
+    print(f"rows: {len(rows)} valid ({report['train_rows']} train, {report['validation_rows']} validation), "
+          f"{report['rows_rejected']} rejected")
+    for name, s in report["sources"].items():
+        print(f"  source {name}: {s['rows_valid']} valid, {s['duplicates_within']} duplicates within, "
+              f"{s['duplicates_across_sources']} duplicates of earlier sources, {s['rows_kept']} kept")
+    print(f"turns per conversation: mean {statistics.mean(turns) if turns else 0:.2f}, max {max(turns, default=0)}; "
+          f"roles: {dict(roles)}")
+    print(f"length in tokens ({cfg['model']['tokenizer'] or cfg['model']['name_or_path']}): {percentiles(lengths)}")
+    if report["problems"]:
+        print("problems:")
+        for kind, p in report["problems"].items():
+            print(f"  {p['count']} x {kind}")
+            for example in p["first"]:
+                print(f"      {example}")
+    else:
+        print("problems: none")
+
+
+def inspect(cfg: dict, n: int) -> None:
+    from sft_sweep.masking import encode, end_of_turn_token
+    from sft_sweep.model import build_tokenizer
+
+    tokenizer = build_tokenizer(cfg["model"])
+    train, _, _, _ = prepare(cfg["data"])
+    eot = end_of_turn_token(tokenizer)
+    color = sys.stdout.isatty()
+    for row in train[:n]:
+        enc = encode(tokenizer, row["messages"], row["tools"], cfg["data"]["train_on"], eot)
+        # Decode runs of equally-masked tokens together (one token may be half a UTF-8 character).
+        out, start = [], 0
+        marks = ("\033[42m", "\033[0m") if color else ("[[", "]]")
+        for end in range(1, len(enc.input_ids) + 1):
+            if end == len(enc.input_ids) or enc.assistant_masks[end] != enc.assistant_masks[start]:
+                text = tokenizer.decode(enc.input_ids[start:end])
+                out.append(f"{marks[0]}{text}{marks[1]}" if enc.assistant_masks[start] else text)
+                start = end
+        print(f"--- {row['id']} ({sum(enc.assistant_masks)} of {len(enc.input_ids)} tokens trained)")
+        print("".join(out))
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("check", "prepare", "inspect"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        cfg, extra = load_config(argv[1:])
+        if argv[0] == "check":
+            check(cfg)
+        elif argv[0] == "prepare":
+            train, validation, report, folder = prepare(cfg["data"])
+            print(f"prepared {len(train)} train / {len(validation)} validation rows "
+                  f"({report['rows_rejected']} rejected) in {folder}")
+        else:
+            inspect(cfg, int(extra.get("n", 3)))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,180 @@
+"""The data pipeline: sources -> normalized, validated, deduplicated rows -> mix -> train/validation.
+
+The result is written once to `<cache_dir>/prepared/<fingerprint>/` (JSONL + Arrow + report.json),
+named by a fingerprint of the input files' content and the data config; later runs read it back.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sft_sweep.data.formats import RowError, normalize
+from sft_sweep.data.mixing import dedup, dedup_source, mix, row_hash, split
+from sft_sweep.data.sources import _Invalid, read_source
+from sft_sweep.data.validate import check_row
+from sft_sweep.errors import UserError
+
+log = logging.getLogger(__name__)
+PREPARED_VERSION = 1  # bump when the normalized schema or pipeline changes meaning
+FIRST_PROBLEMS = 5
+# Keys of the data config that do not change the prepared rows.
+NOT_IN_FINGERPRINT = {"cache_dir", "train_on", "path"}
+
+
+@dataclass
+class Problems:
+    on_error: str
+    counts: Counter = field(default_factory=Counter)
+    first: dict = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, where: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise UserError(f"{where}: {reason}")
+        kind = re.sub(r"\d+", "N", reason)  # "message 3 ..." and "message 5 ..." are one kind
+        self.counts[kind] += 1
+        if len(self.first[kind]) < FIRST_PROBLEMS:
+            self.first[kind].append(f"{where}: {reason}")
+
+    def as_dict(self) -> dict:
+        return {kind: {"count": n, "first": self.first[kind]} for kind, n in self.counts.most_common()}
+
+
+def source_specs(data_cfg: dict) -> list[dict]:
+    specs = []
+    for i, spec in enumerate(data_cfg["sources"]):
+        if not spec.get("path"):
+            raise UserError(f"data.sources[{i}] has no path")
+        specs.append({"format": "auto", "field_map": None, "weight": 1.0, "split": "train",
+                      "name": Path(str(spec["path"])).stem, **spec})
+    return specs
+
+
+def load_rows(spec: dict, max_answer_chars, problems: Problems) -> list[dict]:
+    """Read, normalize, clean and validate one source; bad rows raise or are counted."""
+    rows = []
+    for i, (raw, where) in enumerate(read_source(spec["path"], spec["split"]), start=1):
+        try:
+            if isinstance(raw, _Invalid):
+                raise RowError(raw.reason)
+            row = normalize(raw, spec["format"], spec["field_map"])
+            reason = check_row(row, max_answer_chars)
+        except RowError as exc:
+            reason = str(exc)
+        if reason:
+            problems.add(where, reason)
+            continue
+        row["source"] = spec["name"]
+        row["id"] = row["id"] or f"{spec['name']}-{i}"
+        rows.append(row)
+    if any(row["messages"] is None for row in rows):
+        log.warning("%s: plain-text rows have no assistant turns; their every token is trained", spec["name"])
+    return rows
+
+
+def content_hash(path: str) -> str:
+    """Hash of a file's or folder's bytes; a hub id hashes as its name (its cache can't be read cheaply)."""
+    p = Path(path)
+    h = hashlib.blake2b(digest_size=16)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    if not files:
+        h.update(f"hub:{path}".encode())
+    for f in files:
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        with f.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(data_cfg: dict) -> str:
+    paths = [s["path"] for s in source_specs(data_cfg)] + ([data_cfg["eval_path"]] if data_cfg.get("eval_path") else [])
+    config = {k: v for k, v in sorted(data_cfg.items()) if k not in NOT_IN_FINGERPRINT}
+    payload = json.dumps({"version": PREPARED_VERSION, "config": config,
+                          "content": [content_hash(str(p)) for p in paths]}, sort_keys=True, default=str)
+    return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+
+
+def run_pipeline(data_cfg: dict) -> tuple[list[dict], list[dict], dict]:
+    """(train rows, validation rows, report) from the data config."""
+    specs = source_specs(data_cfg)
+    problems = Problems(data_cfg.get("on_error", "raise"))
+    if problems.on_error not in ("raise", "skip"):
+        raise UserError(f"data.on_error must be raise or skip, got {problems.on_error!r}")
+    max_chars = data_cfg.get("max_answer_chars")
+    report = {"sources": {}, "problems": None}
+    seen: set = set()
+    eval_rows = None
+    if data_cfg.get("eval_path"):
+        eval_rows, _ = dedup(load_rows({"path": data_cfg["eval_path"], "format": "auto", "field_map": None,
+                                        "split": "train", "name": "eval"}, max_chars, problems))
+        seen |= {row_hash(r) for r in eval_rows}  # evaluation rows never leak into training
+    per_source = []
+    for spec in specs:
+        rows = load_rows(spec, max_chars, problems)
+        kept, within, across = dedup_source(rows, seen)
+        report["sources"][spec["name"]] = {"rows_valid": len(rows), "duplicates_within": within,
+                                           "duplicates_across_sources": across, "rows_kept": len(kept),
+                                           "weight": spec["weight"]}
+        per_source.append(kept)
+    mixed = mix(per_source, [s["weight"] for s in specs], data_cfg.get("mix", "concat"), data_cfg["mix_seed"],
+                data_cfg.get("total_size"))
+    report["mixed_rows"] = len(mixed)
+    report["mixed_by_source"] = dict(Counter(r["source"] for r in mixed))
+    if eval_rows is None:
+        train, validation = split(mixed, data_cfg["val_ratio"], data_cfg["min_val_size"], data_cfg["split_seed"])
+    else:
+        train, validation = mixed, eval_rows
+    report.update(train_rows=len(train), validation_rows=len(validation), problems=problems.as_dict(),
+                  rows_rejected=sum(problems.counts.values()))
+    return train, validation, report
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _arrow_rows(rows: list[dict]) -> list[dict]:
+    # `tools` schemas differ row to row; as JSON text they fit one Arrow column.
+    return [{**r, "tools": json.dumps(r["tools"], ensure_ascii=False) if r["tools"] else None} for r in rows]
+
+
+def export(folder: Path, train: list[dict], validation: list[dict], report: dict) -> None:
+    """Write the prepared folder atomically: a temp folder renamed into place."""
+    from datasets import Dataset
+
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, rows in (("train", train), ("validation", validation)):
+        _write_jsonl(tmp / f"{name}.jsonl", rows)
+        Dataset.from_list(_arrow_rows(rows)).save_to_disk(str(tmp / name))
+    (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def prepare(data_cfg: dict) -> tuple[list[dict], list[dict], dict, Path]:
+    """Prepared rows for this data config, from the cache folder when it already exists."""
+    folder = Path(data_cfg["cache_dir"]) / "prepared" / fingerprint(data_cfg)
+    if (folder / "report.json").is_file():
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        return read_jsonl(folder / "train.jsonl"), read_jsonl(folder / "validation.jsonl"), report, folder
+    train, validation, report = run_pipeline(data_cfg)
+    report["fingerprint"] = folder.name
+    export(folder, train, validation, report)
+    log.info("data: prepared %d train / %d validation rows in %s", len(train), len(validation), folder)
+    return train, validation, report, folder

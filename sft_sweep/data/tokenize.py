@@ -1,0 +1,75 @@
+"""Prepared rows -> token ids + assistant masks, cached on disk by a fingerprint of everything
+that changes them (prepared data, tokenizer, chat template, max_length, packing, train_on).
+A second run -- and every trial of a sweep -- loads the cache instead of tokenizing again."""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from datasets import Dataset, load_from_disk
+
+from sft_sweep.errors import UserError
+from sft_sweep.masking import encode, end_of_turn_token
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    h.update((tokenizer.chat_template or "").encode())
+    h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int, train_on: str, name: str) -> Dataset:
+    """Token ids + assistant masks cut at max_length; rows left with no trained token are dropped."""
+    eot = end_of_turn_token(tokenizer)
+    columns = {"input_ids": [], "assistant_masks": []}
+    dropped = 0
+    for row in rows:
+        if row["messages"] is None:  # plain text: nothing to mask, every token trains
+            ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            mask = [1] * len(ids)
+        else:
+            enc = encode(tokenizer, row["messages"], row["tools"], train_on, eot)
+            ids, mask = enc.input_ids, enc.assistant_masks
+        ids, mask = ids[:max_length], mask[:max_length]
+        if not any(mask):
+            dropped += 1
+            continue
+        columns["input_ids"].append(ids)
+        columns["assistant_masks"].append(mask)
+    if dropped:
+        log.warning("%s: dropped %d of %d rows with no assistant token left within max_length=%d",
+                    name, dropped, len(rows), max_length)
+    if not columns["input_ids"]:
+        raise UserError(f"{name}: no row has an assistant token within max_length={max_length}")
+    return Dataset.from_dict(columns)
+
+
+def cached_tokenize(prepared_fp: str, load_rows, tokenizer, cache_dir: str, max_length: int,
+                    packing: bool, train_on: str) -> tuple[Dataset, Dataset, Path]:
+    """(train, eval) tokenized datasets: from the cache, or built by tokenizing `load_rows()`."""
+    key = json.dumps({"data": prepared_fp, "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length,
+                      "packing": packing, "train_on": train_on}, sort_keys=True)
+    folder = Path(cache_dir) / "tokenized" / hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    if (folder / "done").is_file():
+        log.info("data: reusing tokenized cache %s", folder)
+        return load_from_disk(str(folder / "train")), load_from_disk(str(folder / "eval")), folder
+    train_rows, eval_rows = load_rows()
+    train = tokenize_rows(train_rows, tokenizer, max_length, train_on, "train")
+    evaluation = tokenize_rows(eval_rows, tokenizer, max_length, train_on, "eval")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    train.save_to_disk(str(tmp / "train"))
+    evaluation.save_to_disk(str(tmp / "eval"))
+    (tmp / "done").write_text(key + "\n", encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return load_from_disk(str(folder / "train")), load_from_disk(str(folder / "eval")), folder

@@ -1,0 +1,127 @@
+"""The whole pipeline: counts after dedup and mixing, exports, caches, the CLI."""
+
+import json
+import time
+
+import pytest
+from datasets import load_from_disk
+from transformers import AutoTokenizer
+
+from sft_sweep.data import build_datasets
+from sft_sweep.data.__main__ import main as data_cli
+from sft_sweep.data.prepare import prepare, run_pipeline
+from sft_sweep.errors import UserError
+from sft_sweep.resolvers import asset_path
+from tests.conftest import FIXTURES, plain
+
+F = FIXTURES / "formats"
+
+
+def data_cfg(tmp_path, *overrides):
+    return {**plain(*overrides)["data"], "cache_dir": str(tmp_path / "cache")}
+
+
+def three_sources(tmp_path, mix="concat", **extra):
+    cfg = data_cfg(tmp_path)
+    cfg.update(sources=[{"name": "m", "path": str(F / "messages.jsonl"), "weight": 1},
+                        {"name": "alp", "path": str(F / "alpaca.json"), "format": "alpaca", "weight": 1},
+                        {"name": "sg", "path": str(F / "sharegpt.json"), "weight": 1}],
+               mix=mix, on_error="skip", min_val_size=2, val_ratio=0.1, **extra)
+    return cfg
+
+
+def test_counts_after_dedup_within_and_across_sources(tmp_path):
+    train, val, report = run_pipeline(three_sources(tmp_path))
+    # messages: 5 valid, m3-dup repeats m3; alpaca: 4 valid, "1+1?" repeats m3; sharegpt: 3 valid, "1+1?" again
+    assert report["sources"] == {
+        "m": {"rows_valid": 5, "duplicates_within": 1, "duplicates_across_sources": 0, "rows_kept": 4, "weight": 1},
+        "alp": {"rows_valid": 4, "duplicates_within": 0, "duplicates_across_sources": 1, "rows_kept": 3, "weight": 1},
+        "sg": {"rows_valid": 3, "duplicates_within": 0, "duplicates_across_sources": 1, "rows_kept": 2, "weight": 1},
+    }
+    assert report["mixed_rows"] == 9 and (len(train), len(val)) == (7, 2)
+    assert report["rows_rejected"] == 6  # 4 bad messages lines, 1 empty alpaca answer, 1 unknown speaker
+
+
+def test_eval_file_never_mixes_into_training(tmp_path):
+    cfg = three_sources(tmp_path, eval_path=str(F / "prompt_completion.jsonl"))
+    cfg["sources"].append({"name": "pc", "path": str(F / "prompt_completion.jsonl"), "weight": 1})
+    train, val, report = run_pipeline(cfg)
+    assert [r["messages"][1]["content"] for r in val] == ["Paris", "6"]
+    assert report["sources"]["pc"]["duplicates_across_sources"] == 2 and len(train) == 9
+
+
+def test_export_is_byte_identical_for_the_same_seed(tmp_path):
+    a = three_sources(tmp_path / "a", mix="interleave")
+    b = three_sources(tmp_path / "b", mix="interleave")
+    _, _, _, folder_a = prepare(a)
+    _, _, _, folder_b = prepare(b)
+    assert folder_a.name == folder_b.name  # same inputs + config -> same fingerprint
+    for name in ("train.jsonl", "validation.jsonl", "train/data-00000-of-00001.arrow"):
+        assert (folder_a / name).read_bytes() == (folder_b / name).read_bytes(), name
+    text = (folder_a / "train.jsonl").read_text(encoding="utf-8")
+    assert "\\u" not in text and "你好" in text or "小明" in text  # UTF-8, not ASCII-escaped
+    assert len(load_from_disk(str(folder_a / "train"))) == len(text.splitlines())
+    c = three_sources(tmp_path / "c", mix="interleave", mix_seed=7)
+    _, _, _, folder_c = prepare(c)
+    assert folder_c.name != folder_a.name
+
+
+def test_changed_input_content_changes_the_fingerprint(tmp_path):
+    src = tmp_path / "d.jsonl"
+    src.write_text((F / "prompt_completion.jsonl").read_text())
+    cfg = data_cfg(tmp_path, "data=local", f"data.path={src}")
+    cfg.update(min_val_size=1)
+    _, _, _, first = prepare(cfg)
+    src.write_text(src.read_text() + '{"prompt": "3?", "completion": "3"}\n')
+    _, _, _, second = prepare(cfg)
+    assert first != second and first.exists() and second.exists()
+
+
+def test_bad_data_writes_nothing(tmp_path):
+    cfg = three_sources(tmp_path)
+    cfg["on_error"] = "raise"
+    with pytest.raises(UserError, match="messages.jsonl:5: invalid JSON"):
+        prepare(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.jsonl"))
+
+
+def test_tokenized_cache_is_reused_and_ten_times_faster(tmp_path):
+    cfg = data_cfg(tmp_path)
+    tok = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
+    started = time.perf_counter()
+    train1, eval1 = build_datasets(cfg, tok, 1024)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    train2, eval2 = build_datasets(cfg, tok, 1024)
+    second = time.perf_counter() - started
+    assert train1["input_ids"] == train2["input_ids"] and eval1["assistant_masks"] == eval2["assistant_masks"]
+    assert second * 10 <= first, (first, second)
+    assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 1
+    build_datasets(cfg, tok, 512)  # another max_length: another cache entry
+    assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 2
+
+
+def test_sample_data_after_dedup(tmp_path):
+    train, val, report = run_pipeline(data_cfg(tmp_path))
+    assert report["sources"]["sample"]["duplicates_within"] == 758
+    assert (len(train), len(val)) == (1477, 165)
+
+
+def test_check_cli_reports(tmp_path, capsys):
+    assert data_cli(["check", str(F / "messages.jsonl"), f"data.cache_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "rows: 4 valid (2 train, 2 validation), 4 rejected" in out
+    assert "1 duplicates within" in out and "length in tokens" in out and "p50" in out
+    assert f"{F / 'messages.jsonl'}:6: no assistant turn" in out
+
+
+def test_prepare_and_inspect_cli(tmp_path, capsys):
+    assert data_cli(["prepare", "data=mixture", f"data.cache_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    folder = out.strip().split(" in ")[-1]
+    assert json.loads(open(f"{folder}/report.json").read())["mixed_rows"] == 1967
+    assert data_cli(["inspect", "n=2", f"data.cache_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("tokens trained)") == 2 and "[[" in out and "<|im_end|>]]" in out
+    assert data_cli(["prepare", "data=local", "data.path=/nope.jsonl"]) == 2
+    assert "error: data file not found: /nope.jsonl" in capsys.readouterr().err
