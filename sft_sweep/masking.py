@@ -42,11 +42,13 @@ def end_of_turn_token(tokenizer) -> str:
     return min(found)[2]
 
 
-def assistant_spans(tokenizer, messages, tools=None, train_on="all_assistant", eot=None):
+def assistant_spans(tokenizer, messages, tools=None, train_on="all_assistant", eot=None, train_tool_calls=True):
     """Character spans [start, end) of the trained assistant turns in the full render."""
     eot = eot or end_of_turn_token(tokenizer)
     full = render(tokenizer, messages, tools)
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not train_tool_calls:
+        turns = [i for i in turns if not messages[i].get("tool_calls")]
     if train_on == "last_assistant":
         turns = turns[-1:]
     elif train_on != "all_assistant":
@@ -67,8 +69,8 @@ def assistant_spans(tokenizer, messages, tools=None, train_on="all_assistant", e
     return full, spans
 
 
-def encode(tokenizer, messages, tools=None, train_on="all_assistant", eot=None) -> Encoded:
-    text, spans = assistant_spans(tokenizer, messages, tools, train_on, eot)
+def encode(tokenizer, messages, tools=None, train_on="all_assistant", eot=None, train_tool_calls=True) -> Encoded:
+    text, spans = assistant_spans(tokenizer, messages, tools, train_on, eot, train_tool_calls)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(s <= start < e for s, e in spans)) for start, _ in enc["offset_mapping"]]
     return Encoded(enc["input_ids"], mask)

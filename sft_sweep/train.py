@@ -20,7 +20,9 @@ from trl import SFTTrainer
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import UserError
 from sft_sweep.logger import start_wandb
-from sft_sweep.model import build_lora_config, build_model, build_tokenizer, materialize_random_init
+from sft_sweep.model import (build_lora_config, build_model, build_tokenizer, materialize_random_init,
+                             resolve_attn_implementation)
+from sft_sweep.packing import BlockDiagonalCollator, pack, uses_varlen_kernel
 from sft_sweep.run_dir import METRICS, peak_memory_mib, refuse_finished, write_json, write_manifest
 from sft_sweep.sft_config import build_sft_config
 
@@ -36,11 +38,20 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     if c["model"]["config"]:  # the embedded tiny model (or any random-init config)
         base_path = str(materialize_random_init(c["model"], tokenizer, run_dir / "base_model"))
     model = build_model(c["model"], c["lora"], base_path)
+    trainer_cfg, collator = c["trainer"], None
+    attn = resolve_attn_implementation(c["model"]["attn_implementation"])
+    if trainer_cfg["packing"] and not uses_varlen_kernel(attn):
+        # sdpa/eager: TRL's padding-free packing would let packed samples attend to each other;
+        # pack here and give the batch an explicit block-diagonal mask instead (packing.py).
+        train_data = pack(train_data, trainer_cfg["max_length"])
+        collator = BlockDiagonalCollator(tokenizer.pad_token_id, attn)
+        trainer_cfg = {**trainer_cfg, "packing": False}
     report_to = ["wandb"] if c["logger"] else []
-    args = build_sft_config(c["optim"], c["trainer"], output_dir=str(run_dir / "checkpoints"),
+    args = build_sft_config(c["optim"], trainer_cfg, output_dir=str(run_dir / "checkpoints"),
                             seed=c["seed"], report_to=report_to, run_name=run_dir.name)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                         processing_class=tokenizer, peft_config=build_lora_config(c["lora"]))
+                         data_collator=collator, processing_class=tokenizer,
+                         peft_config=build_lora_config(c["lora"]))
     return trainer, base_path
 
 

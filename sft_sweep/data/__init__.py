@@ -26,7 +26,9 @@ def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = F
             log.warning("data: skipped %d bad rows (see %s/report.json)", report["rows_rejected"], folder)
         return train, validation
 
+    masking = {"train_on": data_cfg["train_on"], "train_tool_calls": data_cfg.get("train_tool_calls", True),
+               "thinking": data_cfg.get("thinking", True)}
     train, evaluation, _ = cached_tokenize(fingerprint(data_cfg), rows, tokenizer, data_cfg["cache_dir"],
-                                           max_length, packing, data_cfg["train_on"])
+                                           max_length, packing, masking)
     log.info("data: %d train / %d eval sequences", len(train), len(evaluation))
     return train, evaluation

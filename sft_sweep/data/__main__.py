@@ -78,6 +78,7 @@ def check(cfg: dict) -> None:
 
 
 def inspect(cfg: dict, n: int) -> None:
+    from sft_sweep.data.tokenize import without_reasoning
     from sft_sweep.masking import encode, end_of_turn_token
     from sft_sweep.model import build_tokenizer
 
@@ -86,7 +87,8 @@ def inspect(cfg: dict, n: int) -> None:
     eot = end_of_turn_token(tokenizer)
     color = sys.stdout.isatty()
     for row in train[:n]:
-        enc = encode(tokenizer, row["messages"], row["tools"], cfg["data"]["train_on"], eot)
+        messages = row["messages"] if cfg["data"]["thinking"] else without_reasoning(row["messages"])
+        enc = encode(tokenizer, messages, row["tools"], cfg["data"]["train_on"], eot, cfg["data"]["train_tool_calls"])
         # Decode runs of equally-masked tokens together (one token may be half a UTF-8 character).
         out, start = [], 0
         marks = ("\033[42m", "\033[0m") if color else ("[[", "]]")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PREPARED_VERSION = 1  # bump when the normalized schema or pipeline changes meaning
 FIRST_PROBLEMS = 5
 # Keys of the data config that do not change the prepared rows.
-NOT_IN_FINGERPRINT = {"cache_dir", "train_on", "path"}
+NOT_IN_FINGERPRINT = {"cache_dir", "train_on", "train_tool_calls", "thinking", "path"}
 
 
 @dataclass

@@ -26,8 +26,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()
 
 
-def tokenize_rows(rows: list[dict], tokenizer, max_length: int, train_on: str, name: str) -> Dataset:
-    """Token ids + assistant masks cut at max_length; rows left with no trained token are dropped."""
+def without_reasoning(messages: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
+
+
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int, masking: dict, name: str) -> Dataset:
+    """Token ids + assistant masks cut at max_length; rows left with no trained token are dropped.
+    `masking`: train_on (all_assistant | last_assistant), train_tool_calls, thinking (false drops
+    reasoning_content, so the template's empty think block -- never trained -- is all that remains)."""
     eot = end_of_turn_token(tokenizer)
     columns = {"input_ids": [], "assistant_masks": []}
     dropped = 0
@@ -36,7 +42,8 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int, train_on: str, n
             ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             mask = [1] * len(ids)
         else:
-            enc = encode(tokenizer, row["messages"], row["tools"], train_on, eot)
+            messages = row["messages"] if masking["thinking"] else without_reasoning(row["messages"])
+            enc = encode(tokenizer, messages, row["tools"], masking["train_on"], eot, masking["train_tool_calls"])
             ids, mask = enc.input_ids, enc.assistant_masks
         ids, mask = ids[:max_length], mask[:max_length]
         if not any(mask):
@@ -53,17 +60,17 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int, train_on: str, n
 
 
 def cached_tokenize(prepared_fp: str, load_rows, tokenizer, cache_dir: str, max_length: int,
-                    packing: bool, train_on: str) -> tuple[Dataset, Dataset, Path]:
+                    packing: bool, masking: dict) -> tuple[Dataset, Dataset, Path]:
     """(train, eval) tokenized datasets: from the cache, or built by tokenizing `load_rows()`."""
     key = json.dumps({"data": prepared_fp, "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length,
-                      "packing": packing, "train_on": train_on}, sort_keys=True)
+                      "packing": packing, "masking": masking}, sort_keys=True)
     folder = Path(cache_dir) / "tokenized" / hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     if (folder / "done").is_file():
         log.info("data: reusing tokenized cache %s", folder)
         return load_from_disk(str(folder / "train")), load_from_disk(str(folder / "eval")), folder
     train_rows, eval_rows = load_rows()
-    train = tokenize_rows(train_rows, tokenizer, max_length, train_on, "train")
-    evaluation = tokenize_rows(eval_rows, tokenizer, max_length, train_on, "eval")
+    train = tokenize_rows(train_rows, tokenizer, max_length, masking, "train")
+    evaluation = tokenize_rows(eval_rows, tokenizer, max_length, masking, "eval")
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     train.save_to_disk(str(tmp / "train"))

@@ -1,0 +1,49 @@
+"""Packing that keeps packed samples apart on every attention kernel.
+
+Sequences are packed best-fit-decreasing by TRL's `pack_dataset` (a `seq_lengths` column records
+the samples in each row). Flash-attention kernels isolate the samples from restarted position ids
+alone, so there TRL's own padding-free packing is used. sdpa and eager kernels ignore position ids
+for that purpose (the second sample would see the first), so for them this collator adds an
+explicit block-diagonal causal mask: a token attends only to earlier tokens of its own sample.
+"""
+
+import torch
+from trl.data_utils import pack_dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+
+def uses_varlen_kernel(attn_implementation: str) -> bool:
+    return attn_implementation.startswith("flash") or "flash" in attn_implementation
+
+
+def pack(dataset, max_length: int):
+    """Best-fit-decreasing packing of token rows (input_ids + assistant_masks) into max_length bins."""
+    return pack_dataset(dataset, max_length, strategy="bfd")
+
+
+class BlockDiagonalCollator(DataCollatorForLanguageModeling):
+    """Pads a batch; for packed rows, adds restarted position ids and a 4D block-diagonal causal mask."""
+
+    def __init__(self, pad_token_id: int, attn_implementation: str = "sdpa"):
+        super().__init__(pad_token_id=pad_token_id, padding_free=False, return_position_ids=True)
+        self.additive = attn_implementation == "eager"  # eager adds the mask to the scores; sdpa takes booleans
+
+    def torch_call(self, examples):
+        batch = super().torch_call(examples)
+        if "seq_lengths" not in examples[0]:
+            return batch  # unpacked rows: the ordinary 2D padding mask is right
+        keep = batch["attention_mask"].bool()
+        starts = (batch["position_ids"] == 0) & keep
+        # The first token of each sample has no target within its own sample.
+        batch["labels"][starts] = -100
+        segment = torch.cumsum(starts, dim=1).masked_fill(~keep, -1)
+        length = segment.size(1)
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        allowed = (segment[:, :, None] == segment[:, None, :]) & causal & keep[:, None, :]
+        # A padding query attends to itself only, so no row of the mask is empty (sdpa gives NaN there).
+        allowed |= torch.eye(length, dtype=torch.bool)
+        mask = allowed[:, None]
+        if self.additive:
+            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        batch["attention_mask"] = mask
+        return batch
