@@ -16,6 +16,7 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
     # SFTTrainer always applies; its own assistant_only_loss would re-render the chat and
     # needs {% generation %} markers in the template, so it stays off.
     kwargs.pop("assistant_only_loss", None)
+    kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
     return SFTConfig(
         **kwargs,
         assistant_only_loss=False,
@@ -24,6 +25,5 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
         data_seed=seed,
         report_to=report_to,
         run_name=run_name,
-        include_num_input_tokens_seen="non_padding",
         save_only_model=False,
     )

@@ -45,7 +45,9 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
         # pack here and give the batch an explicit block-diagonal mask instead (packing.py).
         train_data = pack(train_data, trainer_cfg["max_length"])
         collator = BlockDiagonalCollator(tokenizer.pad_token_id, attn)
-        trainer_cfg = {**trainer_cfg, "packing": False}
+        # Transformers counts "non-padding" tokens by summing the attention mask, which is now
+        # L x L; packed rows are ~98% real tokens, so count every position instead.
+        trainer_cfg = {**trainer_cfg, "packing": False, "include_num_input_tokens_seen": "all"}
     report_to = ["wandb"] if c["logger"] else []
     args = build_sft_config(c["optim"], trainer_cfg, output_dir=str(run_dir / "checkpoints"),
                             seed=c["seed"], report_to=report_to, run_name=run_dir.name)
