@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, no traceback, in a single run."""
+
+
+class RunDiverged(UserError):
+    """The training monitor stopped a run as diverged; its records are written, and a sweep counts it failed."""
+
+    exit_code = 3

@@ -18,8 +18,9 @@ from transformers import set_seed
 from trl import SFTTrainer
 
 from sft_sweep.data import build_datasets
-from sft_sweep.errors import UserError
+from sft_sweep.errors import RunDiverged, UserError
 from sft_sweep.logger import start_wandb
+from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.model import (build_lora_config, build_model, build_tokenizer, materialize_random_init,
                              resolve_attn_implementation)
 from sft_sweep.packing import BlockDiagonalCollator, pack, uses_varlen_kernel
@@ -54,7 +55,21 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                          data_collator=collator, processing_class=tokenizer,
                          peft_config=build_lora_config(c["lora"]))
+    if c["monitor"]["enabled"]:
+        trainer.add_callback(TrainingMonitor(c["monitor"], run_dir, run_dir / "checkpoints"))
     return trainer, base_path
+
+
+def run_training(trainer: SFTTrainer) -> float:
+    """trainer.train(), resumed from the last good checkpoint after each monitor rollback.
+    Returns the training seconds summed over every segment."""
+    monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingMonitor)), None)
+    result = trainer.train()
+    seconds = result.metrics["train_runtime"]
+    while monitor is not None and (checkpoint := monitor.prepare_rollback()):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        seconds += result.metrics["train_runtime"]
+    return seconds
 
 
 def final_evaluation(trainer: SFTTrainer) -> dict:
@@ -80,28 +95,32 @@ def train(cfg: DictConfig) -> float:
 
         # --- train -----------------------------------------------------------------------------
         started = time.perf_counter()
-        result = trainer.train()
+        train_runtime = run_training(trainer)
         final_eval = final_evaluation(trainer)
         train_seconds = time.perf_counter() - started
+        monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingMonitor)), None)
 
         # --- records ---------------------------------------------------------------------------
         weights_dir = run_dir / ("adapter" if c["lora"] else "model")
         trainer.save_model(str(weights_dir))  # adapter only for LoRA; tokenizer + chat template too
         tokenizer.save_pretrained(str(weights_dir))
         evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+        train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics = {
-            "train_loss": result.training_loss,
+            "train_loss": train_losses[-1] if train_losses else None,  # the last logged one
             **final_eval,
             "first_eval_loss": evals[0] if evals else None,
             "global_step": trainer.state.global_step,
-            "train_runtime_s": result.metrics["train_runtime"],
+            "train_runtime_s": train_runtime,
             "train_and_eval_wall_s": train_seconds,
             "train_tokens": trainer.state.num_input_tokens_seen,
-            "train_tokens_per_s": trainer.state.num_input_tokens_seen / result.metrics["train_runtime"],
+            "train_tokens_per_s": trainer.state.num_input_tokens_seen / train_runtime,
             "peak_memory": peak_memory_mib(),
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
             "weights_dir": weights_dir.name,
             "base_model": base_path,
+            "diverged": bool(monitor and monitor.state.diverged),
+            "monitor": monitor.summary() if monitor else None,
         }
         if cfg.optimized_metric not in metrics:
             raise UserError(f"optimized_metric={cfg.optimized_metric!r} is not among the run's metrics: "
@@ -111,6 +130,12 @@ def train(cfg: DictConfig) -> float:
         write_json(run_dir / METRICS, metrics)  # written last: marks the run finished
         if wandb_run:
             wandb_run.summary.update({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+            if monitor:
+                wandb_run.summary.update({f"monitor/{k}": v for k, v in monitor.state.counts.items()})
+                wandb_run.summary["monitor/rollbacks"] = len(monitor.state.rollbacks)
+        if metrics["diverged"]:
+            raise RunDiverged(f"training diverged (stopped at step {metrics['global_step']}); "
+                              f"see {run_dir / 'monitor_events.jsonl'}")
         log.info("finished: %s=%.4f (first eval %.4f), %d steps, %.0f tokens/s -> %s",
                  cfg.optimized_metric, metrics[cfg.optimized_metric], metrics["first_eval_loss"] or float("nan"),
                  metrics["global_step"], metrics["train_tokens_per_s"], run_dir)
@@ -133,7 +158,7 @@ def hydra_main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
 
 
 def prepare_argv(argv: list[str]) -> list[str]:

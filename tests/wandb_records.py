@@ -1,0 +1,57 @@
+"""Read an offline W&B run's records (tests only): the `.wandb` file is a LevelDB-style log
+(32 KiB blocks of chunks: crc32 [4] | length [2] | type [1] | data) of protobuf `Record`s,
+after a 7-byte ":W&B" header. wandb 0.31 ships no Python reader for it."""
+
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK = 32 * 1024
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path):
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        left_in_block = BLOCK - pos % BLOCK
+        if left_in_block < 7:  # block trailer padding
+            pos += left_in_block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (FULL, FIRST) else pending + chunk
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def alerts(path: Path) -> list[str]:
+    return [r.alert.title for r in records(path) if r.WhichOneof("record_type") == "alert"]
+
+
+def summary(path: Path) -> dict:
+    import json
+
+    out = {}
+    for r in records(path):
+        if r.WhichOneof("record_type") == "summary":
+            for item in r.summary.update:
+                out[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return out
+
+
+def history(path: Path) -> list[dict]:
+    import json
+
+    rows = []
+    for r in records(path):
+        if r.WhichOneof("record_type") == "history":
+            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+    return rows
