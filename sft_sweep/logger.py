@@ -17,7 +17,7 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
-def start_wandb(logger_cfg: dict, run_dir: Path, config: dict, default_name: str):
+def start_wandb(logger_cfg: dict, run_dir: Path, config: dict, default_name: str, default_group: str | None = None):
     """Open the W&B run (None with logger=none); offline unless an API key is configured."""
     if not logger_cfg or "project" not in logger_cfg:
         return None
@@ -31,7 +31,7 @@ def start_wandb(logger_cfg: dict, run_dir: Path, config: dict, default_name: str
     return wandb.init(
         project=logger_cfg["project"],
         entity=logger_cfg.get("entity"),
-        group=logger_cfg.get("group"),
+        group=logger_cfg.get("group") or default_group,
         name=logger_cfg.get("name") or default_name,
         tags=list(logger_cfg.get("tags") or []),
         mode=mode,

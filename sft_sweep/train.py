@@ -88,7 +88,12 @@ def train(cfg: DictConfig) -> float:
     c = OmegaConf.to_container(cfg, resolve=True)
     set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
     write_manifest(run_dir, cfg, status="started")
-    wandb_run = start_wandb(c["logger"], run_dir, c, default_name=run_dir.name)
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # one W&B run per trial, grouped by sweep, named by its overrides
+        name, group = hydra_cfg.job.override_dirname or run_dir.name, Path(hydra_cfg.sweep.dir).name
+    else:
+        name, group = run_dir.name, None
+    wandb_run = start_wandb(c["logger"], run_dir, c, default_name=name, default_group=group)
     try:
         trainer, base_path = setup(c, run_dir)
         tokenizer = trainer.processing_class

@@ -55,3 +55,10 @@ def history(path: Path) -> list[dict]:
         if r.WhichOneof("record_type") == "history":
             rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
     return rows
+
+
+def run_info(path: Path) -> dict:
+    for r in records(path):
+        if r.WhichOneof("record_type") == "run":
+            return {"group": r.run.run_group, "name": r.run.display_name, "project": r.run.project}
+    return {}
