@@ -26,6 +26,7 @@ from sft_sweep.model import (build_lora_config, build_model, build_tokenizer, ma
 from sft_sweep.packing import BlockDiagonalCollator, pack, uses_varlen_kernel
 from sft_sweep.run_dir import METRICS, peak_memory_mib, refuse_finished, write_json, write_manifest
 from sft_sweep.sft_config import build_sft_config
+from sft_sweep.tune_report import TuneReporter, in_tune_trial, report
 
 log = logging.getLogger("sft_sweep")
 
@@ -57,6 +58,8 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
                          peft_config=build_lora_config(c["lora"]))
     if c["monitor"]["enabled"]:
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir, run_dir / "checkpoints"))
+    if in_tune_trial():  # an ASHA sweep: report each evaluation so weak trials stop early
+        trainer.add_callback(TuneReporter(run_dir))
     return trainer, base_path
 
 
@@ -133,6 +136,8 @@ def train(cfg: DictConfig) -> float:
         write_json(run_dir / "log_history.json", trainer.state.log_history)
         write_manifest(run_dir, cfg, status="finished")
         write_json(run_dir / METRICS, metrics)  # written last: marks the run finished
+        if in_tune_trial() and not metrics["diverged"]:
+            report(final_eval, metrics["global_step"], run_dir)
         if wandb_run:
             wandb_run.summary.update({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
             if monitor:

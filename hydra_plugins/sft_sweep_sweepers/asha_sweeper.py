@@ -1,0 +1,215 @@
+"""A Hydra sweeper on Ray Tune's ASHAScheduler: `python -m sft_sweep --multirun hparams_search=asha`.
+
+Each trial is a Hydra job (its own composed config and run dir `<sweep dir>/<trial index>`), run
+in a Ray worker. Inside it, sft_sweep/tune_report.py reports the optimized metric at every
+evaluation, so ASHA stops weak trials early. The search space uses Hydra's sweep grammar:
+choice(...), range(...), interval(a, b) and tag(log, interval(a, b)).
+
+After the sweep: `optimization_results.yaml` (best overrides, value, run dir) and `trials.jsonl`
++ `trials.md` (params, status completed / stopped early / failed / diverged, steps, best metric).
+Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment.
+"""
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.core.utils import JobStatus, run_job, setup_globals
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext
+from omegaconf import OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AshaSweeperConf:
+    _target_: str = "hydra_plugins.sft_sweep_sweepers.asha_sweeper.AshaSweeper"
+    name: str = "sft_sweep_asha"
+    metric: str = "eval_loss"
+    mode: str = "min"
+    num_samples: int = 16
+    seed: Optional[int] = 42
+    max_concurrent_trials: Optional[int] = None  # None: as many as the resources allow
+    cpus_per_trial: float = 1
+    gpus_per_trial: Optional[float] = None  # None: 1 when CUDA is available (one trial per GPU), else 0
+    # ray.tune.schedulers.ASHAScheduler kwargs; the budget is the training step reported.
+    scheduler: Dict[str, Any] = field(default_factory=lambda: {"grace_period": 50, "reduction_factor": 3,
+                                                                "max_t": 1000})
+    ray_init: Dict[str, Any] = field(default_factory=lambda: {"address": None, "num_cpus": None,
+                                                               "include_dashboard": False})
+    resume: bool = True
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="asha", node=AshaSweeperConf, provider="sft_sweep")
+
+
+def search_space(params: Dict[str, str], arguments: List[str]):
+    """Hydra sweep grammar -> (Ray Tune search space, fixed overrides). Sweeps on the command line
+    (e.g. lora.r=choice(16,32)) join the space; plain overrides stay fixed for every trial."""
+    from ray import tune
+
+    parser = OverridesParser.create()
+    space, fixed = {}, []
+    items = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+    for override in parser.parse_overrides(items):
+        key, value = override.get_key_element(), override.value()
+        if isinstance(value, ChoiceSweep):
+            space[key] = tune.choice(list(value.list))
+        elif isinstance(value, RangeSweep):
+            space[key] = tune.choice(list(override.sweep_iterator()))
+        elif isinstance(value, IntervalSweep):
+            log_scale = "log" in value.tags
+            if isinstance(value.start, int) and isinstance(value.end, int):
+                space[key] = (tune.lograndint if log_scale else tune.randint)(value.start, value.end + 1)
+            else:
+                space[key] = (tune.loguniform if log_scale else tune.uniform)(value.start, value.end)
+        else:
+            fixed.append(override.input_line)
+    return space, fixed
+
+
+def trial_index(trial_id: str) -> int:
+    """Ray's trial ids end in the trial's index (e.g. 3f2a1_00003): it is the Hydra job number."""
+    match = re.search(r"_(\d+)$", trial_id)
+    if not match:
+        raise ValueError(f"unexpected Ray trial id {trial_id!r}")
+    return int(match.group(1))
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+class AshaSweeper(Sweeper):
+    def __init__(self, **conf) -> None:
+        self.conf = conf
+        self.config = self.hydra_context = self.task_function = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function, config) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def sweep(self, arguments: List[str]) -> None:
+        import ray
+        import torch
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        conf = self.conf
+        sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        space, fixed = search_space(conf["params"], arguments)
+        driver_cwd = os.getcwd()
+        config, context, task = self.config, self.hydra_context, self.task_function
+        self.warm_data_cache(fixed)
+
+        def trainable(sampled: dict):
+            # A Hydra job per trial, in the driver's working dir so relative paths (data, cache) resolve
+            # as they would in a single run; its run dir is <sweep dir>/<trial index>.
+            os.chdir(driver_cwd)
+            index = trial_index(tune.get_context().get_trial_id())
+            overrides = fixed + [f"{k}={v}" for k, v in sampled.items()] + [f"hydra.sweep.dir={sweep_dir}"]
+            setup_globals()
+            job_cfg = context.config_loader.load_sweep_config(config, overrides)
+            with open_dict(job_cfg):
+                job_cfg.hydra.job.name = config.hydra.job.name
+                job_cfg.hydra.job.id = f"{conf['name']}_{index}"
+                job_cfg.hydra.job.num = index
+            HydraConfig.instance().set_config(job_cfg)
+            if gpus == 0:
+                torch.set_num_threads(max(1, int(conf["cpus_per_trial"])))
+            ret = run_job(hydra_context=context, task_function=task, config=job_cfg,
+                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            if ret.status == JobStatus.FAILED:
+                raise ret._return_value  # Ray records the trial as errored; the sweep goes on
+
+        gpus = conf["gpus_per_trial"]
+        if gpus is None:
+            gpus = 1 if torch.cuda.is_available() else 0
+        init = {k: v for k, v in conf["ray_init"].items() if v is not None}
+        if not ray.is_initialized():
+            ray.init(**init)
+        experiment = sweep_dir / "ray" / conf["name"]
+        trainable_with_resources = tune.with_resources(trainable, {"cpu": conf["cpus_per_trial"], "gpu": gpus})
+        if conf["resume"] and tune.Tuner.can_restore(str(experiment)):
+            log.info("resuming the ASHA sweep in %s", experiment)
+            tuner = tune.Tuner.restore(str(experiment), trainable_with_resources, resume_unfinished=True,
+                                       resume_errored=False, param_space=space)
+        else:
+            scheduler = ASHAScheduler(time_attr="step", **conf["scheduler"])
+            tuner = tune.Tuner(
+                trainable_with_resources,
+                param_space=space,
+                tune_config=tune.TuneConfig(metric=conf["metric"], mode=conf["mode"], scheduler=scheduler,
+                                            num_samples=conf["num_samples"],
+                                            max_concurrent_trials=conf["max_concurrent_trials"],
+                                            search_alg=BasicVariantGenerator(random_state=conf["seed"]),
+                                            trial_dirname_creator=trial_dirname),
+                run_config=tune.RunConfig(name=conf["name"], storage_path=str(sweep_dir / "ray"),
+                                          failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                                          verbose=1),
+            )
+        grid = tuner.fit()
+        self.write_results(grid, sweep_dir, fixed)
+
+    def warm_data_cache(self, fixed: List[str]) -> None:
+        """Tokenize the data once, in the driver, before trials start (they then all hit the cache)."""
+        from sft_sweep.data import build_datasets
+        from sft_sweep.model import build_tokenizer
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, fixed)
+        c = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in ("data", "model", "trainer")}
+        build_datasets(c["data"], build_tokenizer(c["model"]), c["trainer"]["max_length"], c["trainer"]["packing"])
+
+    def write_results(self, grid, sweep_dir: Path, fixed: List[str]) -> None:
+        metric, mode = self.conf["metric"], self.conf["mode"]
+        max_t = self.conf["scheduler"].get("max_t")
+        rows = []
+        for result in grid:
+            index = trial_index(Path(result.path).name)
+            run_dir = sweep_dir / str(index)
+            history = result.metrics_dataframe
+            values = [] if history is None or metric not in history else [v for v in history[metric] if v == v]
+            finished = (run_dir / "metrics.json").is_file()
+            diverged = finished and json.loads((run_dir / "metrics.json").read_text()).get("diverged")
+            if result.error is not None:
+                status = "diverged" if diverged else "failed"
+            elif finished or (max_t and result.metrics.get("step", 0) >= max_t):
+                status = "completed"
+            else:
+                status = "stopped early"
+            best = (min(values) if mode == "min" else max(values)) if values else None
+            rows.append({"trial": index, "params": {k.removeprefix("config/"): v for k, v in result.config.items()},
+                         "status": status, "steps": result.metrics.get("step"), f"best_{metric}": best,
+                         "run_dir": str(run_dir), **({"reason": str(result.error).splitlines()[0]}
+                                                     if result.error is not None else {})})
+        rows.sort(key=lambda r: r["trial"])
+        with (sweep_dir / "trials.jsonl").open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=str) + "\n")
+        lines = [f"| trial | status | steps | best {metric} | params |", "|---|---|---|---|---|"]
+        lines += [f"| {r['trial']} | {r['status']} | {r['steps']} | {r[f'best_{metric}']} | "
+                  f"{' '.join(f'{k}={v}' for k, v in r['params'].items())} |" for r in rows]
+        (sweep_dir / "trials.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        scored = [r for r in rows if r[f"best_{metric}"] is not None and r["status"] not in ("failed", "diverged")]
+        if not scored:
+            log.error("no trial reported %s; see %s", metric, sweep_dir / "trials.md")
+            return
+        best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"])
+        results = {"name": "asha", "best_params": best["params"], "best_value": best[f"best_{metric}"],
+                   "best_trial": best["trial"], "best_run_dir": best["run_dir"],
+                   "best_overrides": fixed + [f"{k}={v}" for k, v in best["params"].items()],
+                   "trials": {s: sum(r["status"] == s for r in rows)
+                              for s in ("completed", "stopped early", "failed", "diverged")}}
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        log.info("ASHA: best %s=%s (trial %s, %s)", metric, best[f"best_{metric}"], best["trial"], best["run_dir"])
