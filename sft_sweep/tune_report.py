@@ -17,10 +17,14 @@ from transformers import TrainerCallback
 def in_tune_trial() -> bool:
     if "ray" not in sys.modules:  # never import Ray (seconds) for a plain run
         return False
+    import warnings
+
     try:
         from ray import tune
 
-        return tune.get_context().get_trial_id() is not None
+        with warnings.catch_warnings():  # outside a Tuner (e.g. under hydra/launcher=ray) Ray warns
+            warnings.simplefilter("ignore")
+            return tune.get_context().get_trial_id() is not None
     except Exception:
         return False
 
