@@ -28,12 +28,16 @@ NAMES_EN = ["Tom", "Anna", "Ben", "Lucy", "Sam", "Mia", "Leo", "Zoe"]
 NAMES_ZH = ["小明", "小红", "小刚", "小丽", "小华", "小军"]
 ITEMS_EN = ["apples", "books", "pens", "coins", "cards", "eggs"]
 ITEMS_ZH = ["苹果", "本书", "支笔", "枚硬币", "张卡片", "个鸡蛋"]
-POSITIVE_EN = ["The food was great.", "I love this phone.", "Excellent service, very friendly.",
-               "What a wonderful movie!", "The hotel room was clean and quiet."]
-NEGATIVE_EN = ["The food was cold.", "I hate this phone.", "Terrible service, very rude.",
-               "What a boring movie.", "The hotel room was dirty and loud."]
-POSITIVE_ZH = ["这家餐厅的菜很好吃。", "我很喜欢这部手机。", "服务非常好。", "这部电影太精彩了！"]
-NEGATIVE_ZH = ["这家餐厅的菜很难吃。", "我不喜欢这部手机。", "服务太差了。", "这部电影太无聊了。"]
+# Reviews are composed (subject x opinion x phrasing) so that exact dedup leaves hundreds of them.
+SUBJECTS_EN = ["food", "service", "hotel room", "movie", "phone", "book", "coffee", "staff", "music", "app",
+               "camera", "pizza"]
+GOOD_EN = ["great", "excellent", "wonderful", "amazing", "fantastic", "lovely", "superb"]
+BAD_EN = ["terrible", "awful", "bad", "boring", "disappointing", "rude", "cold"]
+PHRASES_EN = ["The {s} was {a}.", "I think the {s} is {a}.", "Honestly, the {s} was {a}!", "What a {a} {s}."]
+SUBJECTS_ZH = ["菜", "服务", "房间", "电影", "手机", "书", "咖啡", "音乐"]
+GOOD_ZH = ["很好", "非常棒", "太好了", "很精彩"]
+BAD_ZH = ["很差", "太糟糕了", "很无聊", "让人失望"]
+PHRASES_ZH = ["这个{s}{a}。", "我觉得{s}{a}！", "说实话，{s}{a}。"]
 CITIES = {"Paris": 18, "London": 12, "Tokyo": 22, "Beijing": 25, "Berlin": 15, "Cairo": 33}
 SYSTEM = "You are a helpful assistant."
 
@@ -82,10 +86,10 @@ def arithmetic(rng):
 def sentiment(rng):
     positive = rng.random() < 0.5
     if rng.random() < 0.6:
-        text = rng.choice(POSITIVE_EN if positive else NEGATIVE_EN)
+        text = rng.choice(PHRASES_EN).format(s=rng.choice(SUBJECTS_EN), a=rng.choice(GOOD_EN if positive else BAD_EN))
         q = f"Classify the sentiment of this review and answer in JSON: {text}"
     else:
-        text = rng.choice(POSITIVE_ZH if positive else NEGATIVE_ZH)
+        text = rng.choice(PHRASES_ZH).format(s=rng.choice(SUBJECTS_ZH), a=rng.choice(GOOD_ZH if positive else BAD_ZH))
         q = f"判断这条评论的情感，用JSON回答：{text}"
     label = "positive" if positive else "negative"
     msgs = [user(q), assistant(json.dumps({"sentiment": label}))]
@@ -156,7 +160,8 @@ def write_alpaca(rng, n):
                          "output": row["messages"][1]["content"]})
         else:
             positive = rng.random() < 0.5
-            text = rng.choice(POSITIVE_EN if positive else NEGATIVE_EN)
+            text = rng.choice(PHRASES_EN).format(s=rng.choice(SUBJECTS_EN),
+                                                 a=rng.choice(GOOD_EN if positive else BAD_EN))
             label = "positive" if positive else "negative"
             rows.append({"instruction": "Classify the sentiment of the review. Answer in JSON.", "input": text,
                          "output": json.dumps({"sentiment": label})})

@@ -5,6 +5,7 @@ setup (tokenizer, data, model, SFTConfig) -> SFTTrainer.train() -> final evaluat
 records in the run dir -> return the optimized metric (for sweepers) -> close W&B.
 """
 
+import json
 import logging
 import sys
 import time
@@ -18,6 +19,8 @@ from transformers import set_seed
 from trl import SFTTrainer
 
 from sft_sweep.data import build_datasets
+from sft_sweep.data.prepare import prepare
+from sft_sweep.evaluation import answer_eval, perplexity, probe_answers, probes_markdown
 from sft_sweep.errors import RunDiverged, UserError
 from sft_sweep.logger import start_wandb
 from sft_sweep.monitor import TrainingMonitor
@@ -63,6 +66,48 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     return trainer, base_path
 
 
+class Evaluation:
+    """The `eval` group at the end of a run (and before it, for the before/after comparison)."""
+
+    def __init__(self, cfg: dict, trainer: SFTTrainer, data_cfg: dict):
+        self.cfg, self.trainer, self.data_cfg = cfg, trainer, data_cfg
+        self.rows = prepare(data_cfg)[1] if cfg["enabled"] else []  # validation rows (cached)
+        self.before_scores = self.before_probes = None
+
+    def before(self) -> None:
+        if self.cfg["enabled"] and self.cfg["before_training"]:
+            model, tok = self.trainer.model, self.trainer.processing_class
+            self.before_scores, _ = answer_eval(model, tok, self.rows, self.cfg)
+            self.before_probes = probe_answers(model, tok, self.cfg)
+
+    def after(self, run_dir: Path, wandb_run) -> dict:
+        if not self.cfg["enabled"]:
+            return {}
+        model, tok = self.trainer.model, self.trainer.processing_class
+        collator = self.trainer.data_collator
+        scores, samples = answer_eval(model, tok, self.rows, self.cfg)
+        probes = probe_answers(model, tok, self.cfg)
+        table = probes_markdown(self.cfg["probes"], self.before_probes, probes)
+        (run_dir / "probes.md").write_text(table, encoding="utf-8")
+        with (run_dir / "eval_samples.jsonl").open("w", encoding="utf-8") as f:
+            for sample in samples:
+                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        log.info("probes before / after training:\n%s", table)
+        out = {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, collator, self.cfg["batch_size"]),
+               **{f"eval_{k}": v for k, v in scores.items()},
+               "before_training": self.before_scores}
+        if wandb_run is not None:
+            import wandb
+
+            wandb_run.log({"eval/samples": wandb.Table(columns=["id", "prompt", "reference", "prediction", "ended"],
+                                                       data=[[s["id"], s["prompt"], s["reference"], s["prediction"],
+                                                              s["ended"]] for s in samples]),
+                           "eval/probes": wandb.Table(columns=["probe", "before", "after"],
+                                                      data=[[q, (self.before_probes or ["-"] * len(probes))[i],
+                                                             probes[i]] for i, q in enumerate(self.cfg["probes"])])})
+        return out
+
+
 def run_training(trainer: SFTTrainer) -> float:
     """trainer.train(), resumed from the last good checkpoint after each monitor rollback.
     Returns the training seconds summed over every segment."""
@@ -101,6 +146,9 @@ def train(cfg: DictConfig) -> float:
         trainer, base_path = setup(c, run_dir)
         tokenizer = trainer.processing_class
 
+        evaluation = Evaluation(c["eval"], trainer, c["data"])
+        evaluation.before()  # the base model's answers and probes, for the before/after comparison
+
         # --- train -----------------------------------------------------------------------------
         started = time.perf_counter()
         train_runtime = run_training(trainer)
@@ -112,6 +160,7 @@ def train(cfg: DictConfig) -> float:
         weights_dir = run_dir / ("adapter" if c["lora"] else "model")
         trainer.save_model(str(weights_dir))  # adapter only for LoRA; tokenizer + chat template too
         tokenizer.save_pretrained(str(weights_dir))
+        eval_metrics = evaluation.after(run_dir, wandb_run)
         evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
         train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics = {
@@ -127,6 +176,7 @@ def train(cfg: DictConfig) -> float:
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
             "weights_dir": weights_dir.name,
             "base_model": base_path,
+            **eval_metrics,
             "diverged": bool(monitor and monitor.state.diverged),
             "monitor": monitor.summary() if monitor else None,
         }

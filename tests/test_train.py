@@ -156,4 +156,7 @@ def test_default_run_halves_eval_loss_within_two_minutes(tmp_path):
     assert run_cli(f"hydra.run.dir={tmp_path / 'default'}", f"data.cache_dir={tmp_path / 'cache'}") == 0
     m = read(tmp_path / "default" / "metrics.json")
     assert m["eval_loss"] <= 0.5 * m["first_eval_loss"]
+    # the bundled JSON task, answered before and after training (greedy, the training template)
+    assert m["before_training"]["n_json"] >= 40 and m["before_training"]["json_validity"] <= 0.1
+    assert m["eval_json_validity"] >= 0.9 and m["eval_usability"] > m["before_training"]["usability"]
     assert m["train_and_eval_wall_s"] < 120  # on 2 otherwise idle cores it takes ~45 s

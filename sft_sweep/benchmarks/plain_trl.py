@@ -20,7 +20,7 @@ from sft_sweep.resolvers import asset_path
 
 out = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
-config = AutoConfig.for_model("qwen3", vocab_size=1184, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+config = AutoConfig.for_model("qwen3", vocab_size=1366, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
                               pad_token_id=tokenizer.pad_token_id, use_cache=False)
 torch.manual_seed(0)

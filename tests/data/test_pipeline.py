@@ -103,8 +103,8 @@ def test_tokenized_cache_is_reused_and_ten_times_faster(tmp_path):
 
 def test_sample_data_after_dedup(tmp_path):
     train, val, report = run_pipeline(data_cfg(tmp_path))
-    assert report["sources"]["sample"]["duplicates_within"] == 758
-    assert (len(train), len(val)) == (1477, 165)
+    assert report["sources"]["sample"]["duplicates_within"] == 254
+    assert (len(train), len(val)) == (1931, 215)
 
 
 def test_check_cli_reports(tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_prepare_and_inspect_cli(tmp_path, capsys):
     assert data_cli(["prepare", "data=mixture", f"data.cache_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     folder = out.strip().split(" in ")[-1]
-    assert json.loads(open(f"{folder}/report.json").read())["mixed_rows"] == 1967
+    assert json.loads(open(f"{folder}/report.json").read())["mixed_rows"] == 2580
     assert data_cli(["inspect", "n=2", f"data.cache_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert out.count("tokens trained)") == 2 and "[[" in out and "<|im_end|>]]" in out

@@ -1,0 +1,82 @@
+"""Evaluation of a model on the validation rows, and the probe questions before/after training.
+
+    perplexity   exp(mean NLL over the trained (assistant) positions of the eval set)
+    answers      greedy answers to each validation conversation's last assistant turn, scored by
+                 eval_metrics.summarize (JSON validity and keys, exact match, usability)
+    probes       the configured questions, answered by the model (for the before/after table)
+"""
+
+import math
+
+import torch
+
+from sft_sweep.eval_metrics import summarize
+from sft_sweep.generation import generate
+
+
+@torch.no_grad()
+def perplexity(model, dataset, collator, batch_size: int = 16) -> float:
+    """Token-weighted over all trained positions (the Trainer's eval_loss averages batch means)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(dataset), batch_size):
+            rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            batch = collator([{"input_ids": r["input_ids"],
+                               "labels": r.get("labels") or [t if m else -100 for t, m in
+                                                             zip(r["input_ids"], r["assistant_masks"])]}
+                              for r in rows])
+            batch = {k: v.to(model.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            labels = batch.pop("labels")
+            logits = model(**batch).logits.float()
+            targets = labels[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
+                                                    reduction="sum")
+            total += nll.item()
+            count += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    return math.exp(total / count) if count else float("nan")
+
+
+def answer_prompts(rows: list[dict], max_samples: int) -> list[dict]:
+    """Each chat row -> its conversation up to the last assistant turn, and that turn's text."""
+    out = []
+    for row in rows:
+        messages = row.get("messages")
+        if not messages:
+            continue
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        if messages[last].get("tool_calls") or not messages[last]["content"].strip():
+            continue
+        out.append({"id": row.get("id"), "messages": messages[:last], "tools": row.get("tools"),
+                    "reference": messages[last]["content"]})
+        if len(out) == max_samples:
+            break
+    return out
+
+
+def answer_eval(model, tokenizer, rows: list[dict], cfg: dict) -> tuple[dict, list[dict]]:
+    prompts = answer_prompts(rows, cfg["max_samples"])
+    generated = generate(model, tokenizer, [p["messages"] for p in prompts], cfg["max_new_tokens"], cfg["batch_size"],
+                         cfg["enable_thinking"], tools=[p["tools"] for p in prompts])
+    samples = [{"id": p["id"], "prompt": p["messages"][-1]["content"], "reference": p["reference"], **g}
+               for p, g in zip(prompts, generated)]
+    return summarize(samples), samples
+
+
+def probe_answers(model, tokenizer, cfg: dict) -> list[str]:
+    conversations = [[{"role": "user", "content": q}] for q in cfg["probes"]]
+    return [g["prediction"] for g in generate(model, tokenizer, conversations, cfg["max_new_tokens"],
+                                               cfg["batch_size"], cfg["enable_thinking"])]
+
+
+def probes_markdown(questions: list[str], before: list[str] | None, after: list[str]) -> str:
+    def cell(text):
+        return text.replace("|", "\\|").replace("\n", "<br>") or "(empty)"
+
+    lines = ["| probe | before training | after training |", "|---|---|---|"]
+    for i, q in enumerate(questions):
+        lines.append(f"| {cell(q)} | {cell(before[i]) if before else '-'} | {cell(after[i])} |")
+    return "\n".join(lines) + "\n"

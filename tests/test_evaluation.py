@@ -1,0 +1,84 @@
+"""Evaluation of real runs: standalone evaluate, merge/export equality, chat driven as a terminal."""
+
+import json
+import sys
+
+import pexpect
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sft_sweep.evaluate import main as evaluate_cli
+from sft_sweep.export import main as export_cli
+from sft_sweep.generation import generate
+from sft_sweep.load_run import load_run
+from tests.conftest import REPO, TINY, run_cli
+
+PROBES = [[{"role": "user", "content": q}] for q in
+          ["Give me an 1-sentence introduction of LLM.", "Calculate 1+1-1",
+           "What's the difference between thread and process?",
+           "Classify the sentiment of this review and answer in JSON: The pizza was great."]]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=30", "eval.max_samples=40") == 0
+    return run_dir
+
+
+def test_run_records_evaluation(run):
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["eval_perplexity"] > 1 and m["eval_n_samples"] == 16  # the 16-row eval set
+    assert m["before_training"]["n_samples"] == 16
+    table = (run / "probes.md").read_text()
+    assert table.count("\n") == 2 + 3 and "| Calculate 1+1-1 |" in table
+    assert len((run / "eval_samples.jsonl").read_text().splitlines()) == 16
+
+
+def test_evaluate_run_dir_reproduces_the_runs_metrics(run, capsys):
+    assert evaluate_cli([f"run_dir={run}"]) == 0
+    result = json.loads((run / "evaluation.json").read_text())
+    m = json.loads((run / "metrics.json").read_text())
+    assert result["perplexity"] == pytest.approx(m["eval_perplexity"], rel=1e-5)
+    assert result["json_validity"] == m["eval_json_validity"] and result["usability"] == m["eval_usability"]
+    assert "perplexity:" in capsys.readouterr().out
+
+
+def test_evaluate_a_base_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert evaluate_cli(["data=sample", "eval.max_samples=20"]) == 0
+    result = json.loads(next(tmp_path.glob("outputs/eval/*/evaluation.json")).read_text())
+    assert result["perplexity"] > 500 and result["json_validity"] == 0.0 and result["n_samples"] == 20
+    assert evaluate_cli(["run_dir=/nope"]) == 2
+
+
+def test_merged_model_answers_like_the_adapter(run):
+    assert export_cli([f"run_dir={run}", "dtype=float32"]) == 0
+    adapter_model, tokenizer = load_run(run, "float32")
+    merged = AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.float32).eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    a = generate(adapter_model, tokenizer, PROBES, max_new_tokens=24)
+    b = generate(merged, AutoTokenizer.from_pretrained(run / "merged"), PROBES, max_new_tokens=24)
+    assert [x["prediction"] for x in a] == [x["prediction"] for x in b]
+    assert any(x["prediction"] for x in a)
+
+
+def test_chat_in_a_terminal(run):
+    child = pexpect.spawn(sys.executable, ["-m", "sft_sweep.chat", f"run_dir={run}", "max_new_tokens=24"],
+                          cwd=str(REPO), encoding="utf-8", timeout=120, env={"HF_HUB_OFFLINE": "1",
+                                                                             "PATH": "/usr/bin:/bin"})
+    child.expect("probe> Give me an 1-sentence introduction of LLM.")
+    child.expect("probe> Calculate 1\\+1-1")
+    child.expect("you> ")
+    child.sendline("Classify the sentiment of this review and answer in JSON: The pizza was great.")
+    child.expect("model> ")
+    child.expect("you> ")
+    first = child.before
+    child.sendline("/reset")
+    child.expect("conversation cleared")
+    child.expect("you> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and first.strip()
