@@ -6,12 +6,18 @@
     probes       the configured questions, answered by the model (for the before/after table)
 """
 
+import json
+import logging
 import math
+from pathlib import Path
 
 import torch
 
+from sft_sweep.data.prepare import prepare
 from sft_sweep.eval_metrics import summarize
 from sft_sweep.generation import generate
+
+log = logging.getLogger("sft_sweep")
 
 
 @torch.no_grad()
@@ -80,3 +86,45 @@ def probes_markdown(questions: list[str], before: list[str] | None, after: list[
     for i, q in enumerate(questions):
         lines.append(f"| {cell(q)} | {cell(before[i]) if before else '-'} | {cell(after[i])} |")
     return "\n".join(lines) + "\n"
+
+
+class Evaluation:
+    """The `eval` group at the end of a run (and before it, for the before/after comparison)."""
+
+    def __init__(self, cfg: dict, trainer, data_cfg: dict):
+        self.cfg, self.trainer, self.data_cfg = cfg, trainer, data_cfg
+        self.rows = prepare(data_cfg)[1] if cfg["enabled"] else []  # validation rows (cached)
+        self.before_scores = self.before_probes = None
+
+    def before(self) -> None:
+        if self.cfg["enabled"] and self.cfg["before_training"]:
+            model, tok = self.trainer.model, self.trainer.processing_class
+            self.before_scores, _ = answer_eval(model, tok, self.rows, self.cfg)
+            self.before_probes = probe_answers(model, tok, self.cfg)
+
+    def after(self, run_dir: Path, wandb_run) -> dict:
+        if not self.cfg["enabled"]:
+            return {}
+        model, tok = self.trainer.model, self.trainer.processing_class
+        collator = self.trainer.data_collator
+        scores, samples = answer_eval(model, tok, self.rows, self.cfg)
+        probes = probe_answers(model, tok, self.cfg)
+        table = probes_markdown(self.cfg["probes"], self.before_probes, probes)
+        (run_dir / "probes.md").write_text(table, encoding="utf-8")
+        with (run_dir / "eval_samples.jsonl").open("w", encoding="utf-8") as f:
+            for sample in samples:
+                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        log.info("probes before / after training:\n%s", table)
+        out = {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, collator, self.cfg["batch_size"]),
+               **{f"eval_{k}": v for k, v in scores.items()},
+               "before_training": self.before_scores}
+        if wandb_run is not None:
+            import wandb
+
+            wandb_run.log({"eval/samples": wandb.Table(columns=["id", "prompt", "reference", "prediction", "ended"],
+                                                       data=[[s["id"], s["prompt"], s["reference"], s["prediction"],
+                                                              s["ended"]] for s in samples]),
+                           "eval/probes": wandb.Table(columns=["probe", "before", "after"],
+                                                      data=[[q, (self.before_probes or ["-"] * len(probes))[i],
+                                                             probes[i]] for i, q in enumerate(self.cfg["probes"])])})
+        return out

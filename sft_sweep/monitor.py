@@ -120,6 +120,11 @@ class TrainingMonitor(TrainerCallback):
         self.lr_scale = 1.0  # product of every rollback's lr_factor so far
         self.saved_scale: dict[int, float] = {}  # checkpoint step -> lr_scale it was saved with
 
+    @staticmethod
+    def of(trainer) -> "TrainingMonitor | None":
+        """The monitor among a trainer's callbacks, if any."""
+        return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingMonitor)), None)
+
     # --- detection ------------------------------------------------------------------------------
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

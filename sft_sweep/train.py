@@ -5,7 +5,6 @@ setup (tokenizer, data, model, SFTConfig) -> SFTTrainer.train() -> final evaluat
 records in the run dir -> return the optimized metric (for sweepers) -> close W&B.
 """
 
-import json
 import logging
 import sys
 import time
@@ -19,8 +18,7 @@ from transformers import set_seed
 from trl import SFTTrainer
 
 from sft_sweep.data import build_datasets
-from sft_sweep.data.prepare import prepare
-from sft_sweep.evaluation import answer_eval, perplexity, probe_answers, probes_markdown
+from sft_sweep.evaluation import Evaluation
 from sft_sweep.errors import RunDiverged, UserError
 from sft_sweep.logger import start_wandb
 from sft_sweep.monitor import TrainingMonitor
@@ -66,52 +64,10 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     return trainer, base_path
 
 
-class Evaluation:
-    """The `eval` group at the end of a run (and before it, for the before/after comparison)."""
-
-    def __init__(self, cfg: dict, trainer: SFTTrainer, data_cfg: dict):
-        self.cfg, self.trainer, self.data_cfg = cfg, trainer, data_cfg
-        self.rows = prepare(data_cfg)[1] if cfg["enabled"] else []  # validation rows (cached)
-        self.before_scores = self.before_probes = None
-
-    def before(self) -> None:
-        if self.cfg["enabled"] and self.cfg["before_training"]:
-            model, tok = self.trainer.model, self.trainer.processing_class
-            self.before_scores, _ = answer_eval(model, tok, self.rows, self.cfg)
-            self.before_probes = probe_answers(model, tok, self.cfg)
-
-    def after(self, run_dir: Path, wandb_run) -> dict:
-        if not self.cfg["enabled"]:
-            return {}
-        model, tok = self.trainer.model, self.trainer.processing_class
-        collator = self.trainer.data_collator
-        scores, samples = answer_eval(model, tok, self.rows, self.cfg)
-        probes = probe_answers(model, tok, self.cfg)
-        table = probes_markdown(self.cfg["probes"], self.before_probes, probes)
-        (run_dir / "probes.md").write_text(table, encoding="utf-8")
-        with (run_dir / "eval_samples.jsonl").open("w", encoding="utf-8") as f:
-            for sample in samples:
-                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
-        log.info("probes before / after training:\n%s", table)
-        out = {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, collator, self.cfg["batch_size"]),
-               **{f"eval_{k}": v for k, v in scores.items()},
-               "before_training": self.before_scores}
-        if wandb_run is not None:
-            import wandb
-
-            wandb_run.log({"eval/samples": wandb.Table(columns=["id", "prompt", "reference", "prediction", "ended"],
-                                                       data=[[s["id"], s["prompt"], s["reference"], s["prediction"],
-                                                              s["ended"]] for s in samples]),
-                           "eval/probes": wandb.Table(columns=["probe", "before", "after"],
-                                                      data=[[q, (self.before_probes or ["-"] * len(probes))[i],
-                                                             probes[i]] for i, q in enumerate(self.cfg["probes"])])})
-        return out
-
-
 def run_training(trainer: SFTTrainer) -> float:
     """trainer.train(), resumed from the last good checkpoint after each monitor rollback.
     Returns the training seconds summed over every segment."""
-    monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingMonitor)), None)
+    monitor = TrainingMonitor.of(trainer)
     result = trainer.train()
     seconds = result.metrics["train_runtime"]
     while monitor is not None and (checkpoint := monitor.prepare_rollback()):
@@ -154,7 +110,7 @@ def train(cfg: DictConfig) -> float:
         train_runtime = run_training(trainer)
         final_eval = final_evaluation(trainer)
         train_seconds = time.perf_counter() - started
-        monitor = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingMonitor)), None)
+        monitor = TrainingMonitor.of(trainer)
 
         # --- records ---------------------------------------------------------------------------
         weights_dir = run_dir / ("adapter" if c["lora"] else "model")
