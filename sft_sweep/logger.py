@@ -39,3 +39,19 @@ def start_wandb(logger_cfg: dict, run_dir: Path, config: dict, default_name: str
         config=config,
         reinit="finish_previous",
     )
+
+
+def log_sweep_summary(logger_cfg: dict, sweep_dir: Path, results: dict) -> None:
+    """One W&B run in the sweep's group (beside its trials' runs) whose summary holds the sweep's
+    best value, trial and params. Nothing without logger=wandb."""
+    if not logger_cfg or "project" not in logger_cfg:
+        return
+    run = start_wandb({**logger_cfg, "name": None, "tags": [*(logger_cfg.get("tags") or []), "sweep-summary"]},
+                      sweep_dir, {"sweep": results}, default_name=f"{sweep_dir.name}-summary",
+                      default_group=sweep_dir.name)
+    try:
+        run.summary.update({"best_value": results["best_value"], "best_trial": results["best_trial"],
+                            **{f"best_params/{k}": v for k, v in results["best_params"].items()},
+                            **{f"trials/{k}": v for k, v in results["trials"].items()}})
+    finally:
+        run.finish()

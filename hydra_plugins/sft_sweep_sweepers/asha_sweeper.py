@@ -212,4 +212,7 @@ class AshaSweeper(Sweeper):
                    "trials": {s: sum(r["status"] == s for r in rows)
                               for s in ("completed", "stopped early", "failed", "diverged")}}
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        from sft_sweep.logger import log_sweep_summary
+
+        log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), sweep_dir, results)
         log.info("ASHA: best %s=%s (trial %s, %s)", metric, best[f"best_{metric}"], best["trial"], best["run_dir"])

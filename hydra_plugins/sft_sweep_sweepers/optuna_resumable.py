@@ -104,4 +104,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
                    "trials": {"complete": len(completed),
                               "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)}}
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        from sft_sweep.logger import log_sweep_summary
+
+        log_sweep_summary(OmegaConf.to_container(impl.config.logger, resolve=True), self.sweep_dir, results)
 

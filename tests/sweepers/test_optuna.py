@@ -13,7 +13,7 @@ import yaml
 
 from sft_sweep.reproduce import main as reproduce
 from tests.conftest import REPO, run_cli
-from tests.wandb_records import run_info
+from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
         "data.min_val_size=16", "trainer.save_strategy=no"]
@@ -40,9 +40,15 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
         config = yaml.safe_load((sweep / str(r["trial"]) / ".hydra" / "config.yaml").read_text())
         lr = float(next(o for o in r["overrides"] if o.startswith("optim.learning_rate=")).split("=")[1])
         assert config["optim"]["learning_rate"] == pytest.approx(lr) and 1e-5 <= lr <= 1e-3
-    runs = [run_info(p) for p in (tmp_path / "wandb").glob("offline-run-*/*.wandb")]
-    assert len(runs) == 3 and {r["group"] for r in runs} == {"sweep"}
-    assert all("optim.learning_rate=" in r["name"] and "lora.r=" in r["name"] for r in runs)
+    records = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+    runs = [run_info(p) for p in records]
+    assert len(runs) == 4 and {r["group"] for r in runs} == {"sweep"}
+    trial_runs = [r for r in runs if r["name"] != "sweep-summary"]
+    assert len(trial_runs) == 3
+    assert all("optim.learning_rate=" in r["name"] and "lora.r=" in r["name"] for r in trial_runs)
+    sweep_summary = next(summary(p) for p, r in zip(records, runs) if r["name"] == "sweep-summary")
+    assert sweep_summary["best_value"] == pytest.approx(results["best_value"])
+    assert sweep_summary["best_trial"] == results["best_trial"]
     # the best trial reproduces from its saved config
     again = tmp_path / "again"
     assert reproduce([str(sweep), "--best", f"hydra.run.dir={again}"]) == 0
