@@ -33,7 +33,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             times["sft_sweep"].append(timed([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={tmp}/ours{i}",
-                                              "eval.enabled=false", f"data.cache_dir={tmp}/cache{i}"]))
+                                              "eval.enabled=false", "trainer.max_steps=200",
+                                              f"data.cache_dir={tmp}/cache{i}"]))
             times["plain_trl"].append(timed([sys.executable, "-m", "sft_sweep.benchmarks.plain_trl", f"{tmp}/plain{i}"]))
             print(f"repeat {i}: sft_sweep {times['sft_sweep'][-1]:.1f}s  plain TRL {times['plain_trl'][-1]:.1f}s",
                   flush=True)

@@ -3,7 +3,7 @@
 
     python -m sft_sweep.benchmarks.plain_trl OUTPUT_DIR
 
-The only difference on purpose: it trains on every token (TRL's own assistant_only_loss needs
+Both train 200 steps. The only difference on purpose: it trains on every token (TRL's own assistant_only_loss needs
 {% generation %} markers the tiny template lacks); the tokens computed per step are the same.
 """
 
@@ -37,7 +37,7 @@ trainer = SFTTrainer(
     peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                            modules_to_save=["lm_head"], task_type="CAUSAL_LM"),
     args=SFTConfig(output_dir=out, learning_rate=5e-3, weight_decay=0.01, lr_scheduler_type="cosine",
-                   warmup_steps=0.03, num_train_epochs=1, per_device_train_batch_size=8, per_device_eval_batch_size=16,
+                   warmup_steps=0.03, max_steps=200, per_device_train_batch_size=8, per_device_eval_batch_size=16,
                    max_length=1024, eval_strategy="steps", eval_steps=50, eval_on_start=True, logging_steps=10,
                    save_steps=500, save_total_limit=2, seed=42, bf16=False, report_to=[]),
 )
