@@ -173,7 +173,8 @@ class TrainingMonitor(TrainerCallback):
         event.action = action
         if action in ("stop", "rollback"):
             event.level = "ERROR"
-        self.emit(event)
+        # Under DDP every rank sees the same (gathered) logs and acts alike; rank 0 reports.
+        self.emit(event, report=state.is_world_process_zero)
 
     def good_checkpoint(self, bad_step: int) -> Path | None:
         """The newest checkpoint saved strictly before the step where things went wrong."""
@@ -184,9 +185,11 @@ class TrainingMonitor(TrainerCallback):
                 found.append((step, path))
         return max(found)[1] if found else None
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, report: bool = True) -> None:
         self.state.counts[event.kind] += 1
         self.state.events.append(asdict(event))
+        if not report:
+            return
         message = f"monitor: {event.kind} at step {event.step} -> {event.action}: {event.values}" + (
             f" ({event.note})" if event.note else "")
         log.warning(message)

@@ -76,7 +76,7 @@ def package_versions() -> dict:
 
 def hardware() -> dict:
     info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "cuda": torch.version.cuda, "gpus": []}
+            "cuda": torch.version.cuda, "gpus": [], "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info

@@ -1,5 +1,8 @@
 """trl.SFTConfig from the `optim` and `trainer` groups plus what the run decides."""
 
+import os
+
+import torch
 from trl import SFTConfig
 
 from sft_sweep.model import bf16_supported
@@ -17,6 +20,11 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
     # needs {% generation %} markers in the template, so it stays off.
     kwargs.pop("assistant_only_loss", None)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Several CPU processes (launch/multi_gpu.sh without GPUs): transformers only goes
+        # data-parallel there when told to use the CPU, over gloo.
+        kwargs.setdefault("use_cpu", True)
+        kwargs.setdefault("ddp_backend", "gloo")
     return SFTConfig(
         **kwargs,
         assistant_only_loss=False,

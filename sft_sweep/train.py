@@ -6,7 +6,9 @@ records in the run dir -> return the optimized metric (for sweepers) -> close W&
 """
 
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,11 @@ from sft_sweep.tune_report import TuneReporter, in_tune_trial, report
 log = logging.getLogger("sft_sweep")
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate (launch/multi_gpu.sh); always true for a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     """Tokenizer, data, model and SFTConfig from the plain-Python config -> a ready SFTTrainer."""
     tokenizer = build_tokenizer(c["model"])
@@ -39,7 +46,9 @@ def setup(c: dict, run_dir: Path) -> tuple[SFTTrainer, str]:
     train_data, eval_data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
     base_path = c["model"]["name_or_path"]
     if c["model"]["config"]:  # the embedded tiny model (or any random-init config)
-        base_path = str(materialize_random_init(c["model"], tokenizer, run_dir / "base_model"))
+        # Every rank builds the same seeded weights; only rank 0 keeps them in the run dir.
+        target = run_dir / "base_model" if is_main_process() else Path(tempfile.mkdtemp(prefix="sft_sweep_base_"))
+        base_path = str(materialize_random_init(c["model"], tokenizer, target))
     model = build_model(c["model"], c["lora"], base_path)
     trainer_cfg, collator = c["trainer"], None
     attn = resolve_attn_implementation(c["model"]["attn_implementation"])
@@ -91,18 +100,20 @@ def train(cfg: DictConfig) -> float:
     # PEFT and TRL check isinstance(x, list/dict): hand them plain Python, never OmegaConf nodes.
     c = OmegaConf.to_container(cfg, resolve=True)
     set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
-    write_manifest(run_dir, cfg, status="started")
+    main = is_main_process()  # under DDP only rank 0 writes records, logs to W&B and generates
+    if main:
+        write_manifest(run_dir, cfg, status="started")
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:  # one W&B run per trial, grouped by sweep, named by its overrides
         name, group = hydra_cfg.job.override_dirname or run_dir.name, Path(hydra_cfg.sweep.dir).name
     else:
         name, group = run_dir.name, None
-    wandb_run = start_wandb(c["logger"], run_dir, c, default_name=name, default_group=group)
+    wandb_run = start_wandb(c["logger"] if main else {}, run_dir, c, default_name=name, default_group=group)
     try:
         trainer, base_path = setup(c, run_dir)
         tokenizer = trainer.processing_class
 
-        evaluation = Evaluation(c["eval"], trainer, c["data"])
+        evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and main}, trainer, c["data"])
         evaluation.before()  # the base model's answers and probes, for the before/after comparison
 
         # --- train -----------------------------------------------------------------------------
@@ -114,8 +125,9 @@ def train(cfg: DictConfig) -> float:
 
         # --- records ---------------------------------------------------------------------------
         weights_dir = run_dir / ("adapter" if c["lora"] else "model")
-        trainer.save_model(str(weights_dir))  # adapter only for LoRA; tokenizer + chat template too
-        tokenizer.save_pretrained(str(weights_dir))
+        trainer.save_model(str(weights_dir))  # adapter only for LoRA (rank 0 writes it under DDP)
+        if main:
+            tokenizer.save_pretrained(str(weights_dir))
         eval_metrics = evaluation.after(run_dir, wandb_run)
         evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
         train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -139,6 +151,8 @@ def train(cfg: DictConfig) -> float:
         if cfg.optimized_metric not in metrics:
             raise UserError(f"optimized_metric={cfg.optimized_metric!r} is not among the run's metrics: "
                             f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+        if not main:
+            return metrics[cfg.optimized_metric]
         write_json(run_dir / "log_history.json", trainer.state.log_history)
         write_manifest(run_dir, cfg, status="finished")
         write_json(run_dir / METRICS, metrics)  # written last: marks the run finished

@@ -157,9 +157,18 @@ def export(folder: Path, train: list[dict], validation: list[dict], report: dict
         _write_jsonl(tmp / f"{name}.jsonl", rows)
         Dataset.from_list(_arrow_rows(rows)).save_to_disk(str(tmp / name))
     (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    publish_dir(tmp, folder)
+
+
+def publish_dir(tmp: Path, folder: Path) -> None:
+    """Move a finished temp folder into place in one rename. If another process (a DDP rank, a
+    parallel sweep trial) published the same fingerprint first, theirs is identical: keep it."""
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
+from sft_sweep.data.prepare import publish_dir
 from sft_sweep.errors import UserError
 from sft_sweep.masking import encode, end_of_turn_token
 
@@ -76,7 +77,5 @@ def cached_tokenize(prepared_fp: str, load_rows, tokenizer, cache_dir: str, max_
     train.save_to_disk(str(tmp / "train"))
     evaluation.save_to_disk(str(tmp / "eval"))
     (tmp / "done").write_text(key + "\n", encoding="utf-8")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    publish_dir(tmp, folder)
     return load_from_disk(str(folder / "train")), load_from_disk(str(folder / "eval")), folder
