@@ -102,8 +102,6 @@ class AshaSweeper(Sweeper):
         import ray
         import torch
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search.basic_variant import BasicVariantGenerator
 
         conf = self.conf
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
@@ -137,8 +135,21 @@ class AshaSweeper(Sweeper):
         if gpus is None:
             gpus = 1 if torch.cuda.is_available() else 0
         init = {k: v for k, v in conf["ray_init"].items() if v is not None}
-        if not ray.is_initialized():
+        started_ray = not ray.is_initialized()
+        if started_ray:
             ray.init(**init)
+        try:
+            self.run_tuner(trainable, space, sweep_dir, fixed, gpus)
+        finally:
+            if started_ray:
+                ray.shutdown()  # flush the workers' logs and free the CPUs/GPUs we took
+
+    def run_tuner(self, trainable, space, sweep_dir: Path, fixed: List[str], gpus: float) -> None:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        conf = self.conf
         experiment = sweep_dir / "ray" / conf["name"]
         trainable_with_resources = tune.with_resources(trainable, {"cpu": conf["cpus_per_trial"], "gpu": gpus})
         if conf["resume"] and tune.Tuner.can_restore(str(experiment)):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sft_sweep.reproduce import main as reproduce
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
