@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from sft_sweep.train import setup
 from tests.conftest import TINY, plain, run_cli
+from tests.wandb_records import history
 
 
 def read(path):
@@ -145,6 +146,10 @@ def test_wandb_offline_run_is_logged_and_closed(tmp_path):
     assert wandb.run is None  # closed by the task's finally
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    logged = {key: value for row in history(next(offline[0].glob("*.wandb"))) for key, value in row.items()}
+    # the evaluation tables (one row per eval conversation, one per probe) and the training curve
+    assert logged["eval/samples/_type"] == "table-file" and logged["eval/samples/nrows"] == 16
+    assert logged["eval/probes/nrows"] == 3 and "train/loss" in logged
     # a failing run closes its W&B run too
     assert run_cli(f"hydra.run.dir={tmp_path / 'bad'}", "logger=wandb", "data=local",
                    f"data.path={tmp_path}/none.jsonl") == 2
