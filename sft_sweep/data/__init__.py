@@ -12,7 +12,7 @@
 import logging
 
 from sft_sweep.data.prepare import fingerprint, prepare
-from sft_sweep.data.tokenize import cached_tokenize
+from sft_sweep.data.tokenize import cached_tokenize, masking_config
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +20,15 @@ log = logging.getLogger(__name__)
 def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = False):
     """(train, eval) tokenized datasets for a run, reusing every cache that matches."""
 
+    fp = fingerprint(data_cfg)
+
     def rows():
-        train, validation, report, folder = prepare(data_cfg)
+        train, validation, report, folder = prepare(data_cfg, fp)
         if report.get("rows_rejected"):
             log.warning("data: skipped %d bad rows (see %s/report.json)", report["rows_rejected"], folder)
         return train, validation
 
-    masking = {"train_on": data_cfg["train_on"], "train_tool_calls": data_cfg.get("train_tool_calls", True),
-               "thinking": data_cfg.get("thinking", True)}
-    train, evaluation, _ = cached_tokenize(fingerprint(data_cfg), rows, tokenizer, data_cfg["cache_dir"],
-                                           max_length, packing, masking)
+    train, evaluation, _ = cached_tokenize(fp, rows, tokenizer, data_cfg["cache_dir"], max_length, packing,
+                                           masking_config(data_cfg))
     log.info("data: %d train / %d eval sequences", len(train), len(evaluation))
     return train, evaluation

@@ -78,17 +78,16 @@ def check(cfg: dict) -> None:
 
 
 def inspect(cfg: dict, n: int) -> None:
-    from sft_sweep.data.tokenize import without_reasoning
-    from sft_sweep.masking import encode, end_of_turn_token
+    from sft_sweep.data.tokenize import encode_row, masking_config
+    from sft_sweep.masking import end_of_turn_token
     from sft_sweep.model import build_tokenizer
 
     tokenizer = build_tokenizer(cfg["model"])
     train, _, _, _ = prepare(cfg["data"])
-    eot = end_of_turn_token(tokenizer)
+    eot, masking = end_of_turn_token(tokenizer), masking_config(cfg["data"])
     color = sys.stdout.isatty()
     for row in train[:n]:
-        messages = row["messages"] if cfg["data"]["thinking"] else without_reasoning(row["messages"])
-        enc = encode(tokenizer, messages, row["tools"], cfg["data"]["train_on"], eot, cfg["data"]["train_tool_calls"])
+        enc = encode_row(tokenizer, row, masking, eot)
         # Decode runs of equally-masked tokens together (one token may be half a UTF-8 character).
         out, start = [], 0
         marks = ("\033[42m", "\033[0m") if color else ("[[", "]]")

@@ -28,14 +28,8 @@ def row_hash(row: dict) -> bytes:
 
 def dedup(rows: list[dict], seen: set | None = None) -> tuple[list[dict], int]:
     """Drop rows whose hash is in `seen` or earlier in `rows`; `seen` grows. Returns (kept, removed)."""
-    seen = set() if seen is None else seen
-    kept = []
-    for row in rows:
-        h = row_hash(row)
-        if h not in seen:
-            seen.add(h)
-            kept.append(row)
-    return kept, len(rows) - len(kept)
+    kept, within, across = dedup_source(rows, set() if seen is None else seen)
+    return kept, within + across
 
 
 def dedup_source(rows: list[dict], earlier: set) -> tuple[list[dict], int, int]:

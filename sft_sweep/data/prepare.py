@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sft_sweep.data.formats import RowError, normalize
-from sft_sweep.data.mixing import dedup, dedup_source, mix, row_hash, split
+from sft_sweep.data.mixing import dedup, dedup_source, mix, split
 from sft_sweep.data.sources import _Invalid, read_source
 from sft_sweep.data.validate import check_row
 from sft_sweep.errors import UserError
@@ -111,9 +111,9 @@ def run_pipeline(data_cfg: dict) -> tuple[list[dict], list[dict], dict]:
     seen: set = set()
     eval_rows = None
     if data_cfg.get("eval_path"):
+        # Their hashes go into `seen` first: evaluation rows never leak into training.
         eval_rows, _ = dedup(load_rows({"path": data_cfg["eval_path"], "format": "auto", "field_map": None,
-                                        "split": "train", "name": "eval"}, max_chars, problems))
-        seen |= {row_hash(r) for r in eval_rows}  # evaluation rows never leak into training
+                                        "split": "train", "name": "eval"}, max_chars, problems), seen)
     per_source = []
     for spec in specs:
         rows = load_rows(spec, max_chars, problems)
@@ -176,9 +176,10 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def prepare(data_cfg: dict) -> tuple[list[dict], list[dict], dict, Path]:
-    """Prepared rows for this data config, from the cache folder when it already exists."""
-    folder = Path(data_cfg["cache_dir"]) / "prepared" / fingerprint(data_cfg)
+def prepare(data_cfg: dict, fp: str | None = None) -> tuple[list[dict], list[dict], dict, Path]:
+    """Prepared rows for this data config, from the cache folder when it already exists.
+    `fp`: the config's fingerprint when the caller has it (it hashes every input file)."""
+    folder = Path(data_cfg["cache_dir"]) / "prepared" / (fp or fingerprint(data_cfg))
     if (folder / "report.json").is_file():
         report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         return read_jsonl(folder / "train.jsonl"), read_jsonl(folder / "validation.jsonl"), report, folder

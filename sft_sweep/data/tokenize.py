@@ -13,7 +13,7 @@ from datasets import Dataset, load_from_disk
 
 from sft_sweep.data.prepare import publish_dir
 from sft_sweep.errors import UserError
-from sft_sweep.masking import encode, end_of_turn_token
+from sft_sweep.masking import Encoded, encode, end_of_turn_token
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +31,32 @@ def without_reasoning(messages: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
 
 
+def masking_config(data_cfg: dict) -> dict:
+    """What the loss sees, from the data group: train_on (all_assistant | last_assistant),
+    train_tool_calls, thinking (false drops reasoning_content, so the template's empty think
+    block -- never trained -- is all that remains)."""
+    return {"train_on": data_cfg["train_on"], "train_tool_calls": data_cfg.get("train_tool_calls", True),
+            "thinking": data_cfg.get("thinking", True)}
+
+
+def encode_row(tokenizer, row: dict, masking: dict, eot: str) -> Encoded:
+    """Token ids + assistant mask of one normalized row (plain text: every token trains)."""
+    if row["messages"] is None:
+        ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        return Encoded(ids, [1] * len(ids))
+    messages = row["messages"] if masking["thinking"] else without_reasoning(row["messages"])
+    return encode(tokenizer, messages, row["tools"], masking["train_on"], eot, masking["train_tool_calls"])
+
+
 def tokenize_rows(rows: list[dict], tokenizer, max_length: int, masking: dict, name: str) -> Dataset:
     """Token ids + assistant masks cut at max_length; rows left with no trained token are dropped.
-    `masking`: train_on (all_assistant | last_assistant), train_tool_calls, thinking (false drops
-    reasoning_content, so the template's empty think block -- never trained -- is all that remains)."""
+    `masking`: see masking_config."""
     eot = end_of_turn_token(tokenizer)
     columns = {"input_ids": [], "assistant_masks": []}
     dropped = 0
     for row in rows:
-        if row["messages"] is None:  # plain text: nothing to mask, every token trains
-            ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            mask = [1] * len(ids)
-        else:
-            messages = row["messages"] if masking["thinking"] else without_reasoning(row["messages"])
-            enc = encode(tokenizer, messages, row["tools"], masking["train_on"], eot, masking["train_tool_calls"])
-            ids, mask = enc.input_ids, enc.assistant_masks
-        ids, mask = ids[:max_length], mask[:max_length]
+        enc = encode_row(tokenizer, row, masking, eot)
+        ids, mask = enc.input_ids[:max_length], enc.assistant_masks[:max_length]
         if not any(mask):
             dropped += 1
             continue
