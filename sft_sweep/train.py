@@ -193,15 +193,21 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def prepare_argv(argv: list[str]) -> list[str]:
     """Make `--config-path`/`-cp` relative to the current dir (Hydra would read it relative to
-    the package under `python -m`), and refuse an explicit `hydra.run.dir=` that holds a
-    finished run before Hydra writes its .hydra/ files there."""
+    the package under `python -m`); give a run's saved config (`<run>/.hydra`, which has no
+    defaults list) our hydra settings, so a reproduction lands in outputs/runs/ like any run;
+    and refuse an explicit `hydra.run.dir=` that holds a finished run before Hydra writes its
+    .hydra/ files there."""
     argv = list(argv)
+    config_path = None
     for i, arg in enumerate(argv[:-1]):
         if arg in ("--config-path", "-cp"):
-            argv[i + 1] = str(Path(argv[i + 1]).resolve())
+            argv[i + 1] = config_path = str(Path(argv[i + 1]).resolve())
     for i, arg in enumerate(argv):
         if arg.startswith("--config-path="):
-            argv[i] = "--config-path=" + str(Path(arg.split("=", 1)[1]).resolve())
+            config_path = str(Path(arg.split("=", 1)[1]).resolve())
+            argv[i] = "--config-path=" + config_path
+    if config_path and (Path(config_path) / "hydra.yaml").is_file():
+        argv = with_our_hydra_settings(argv)
     if "-m" not in argv and "--multirun" not in argv and "overwrite=true" not in argv:
         for arg in argv:
             if arg.startswith("hydra.run.dir="):
@@ -211,6 +217,17 @@ def prepare_argv(argv: list[str]) -> list[str]:
                     print(f"error: {exc}", file=sys.stderr)
                     sys.exit(2)
     return argv
+
+
+def with_our_hydra_settings(argv: list[str]) -> list[str]:
+    """argv + `--config-dir conf/ +hydra=default`, overrides kept contiguous (argparse needs that)."""
+    from hydra._internal.utils import get_args_parser
+
+    overrides = get_args_parser().parse_args(argv[1:]).overrides
+    options = list(argv[1:])
+    for override in overrides:
+        options.remove(override)
+    return [argv[0], *options, "--config-dir", CONF_DIR, *overrides, "+hydra=default"]
 
 
 def main() -> None:
