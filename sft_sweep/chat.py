@@ -1,23 +1,22 @@
-"""Chat with a finished run in the terminal: the probe questions first, then your turns.
+"""Chat with a finished run in the terminal: the run's probe questions first, then your turns.
 
     python -m sft_sweep.chat run_dir=outputs/runs/<run> [max_new_tokens=256] [probes=false]
 
-Answers stream token by token (greedy). `/reset` clears the conversation, `/exit` (or Ctrl-D) quits.
+Answers stream token by token (greedy). `/reset` clears the conversation, `/exit` (or Ctrl-D)
+quits; Ctrl-C stops an answer, and at the prompt quits.
 """
 
 import sys
-from pathlib import Path
 
 import torch
+import yaml
 from transformers import TextStreamer
 
+from sft_sweep.config import parse_cli_args
 from sft_sweep.errors import UserError
-from sft_sweep.export import parse_args
-from sft_sweep.load_run import load_run
+from sft_sweep.evaluation import probe_question
 from sft_sweep.masking import end_of_turn_token
-
-PROBES = ["Give me an 1-sentence introduction of LLM.", "Calculate 1+1-1",
-          "What's the difference between thread and process?"]
+from sft_sweep.run_dir import RunDir
 
 
 @torch.no_grad()
@@ -31,37 +30,56 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+def run_probes(run_dir: RunDir) -> list:
+    """The probes the run was evaluated with (its saved config's eval.probes)."""
+    saved = yaml.safe_load(run_dir.hydra_config.read_text(encoding="utf-8")) if run_dir.hydra_config.is_file() else {}
+    return (saved.get("eval") or {}).get("probes") or []
+
+
 def main(argv: list[str]) -> int:
     try:
-        args = parse_args(argv, ("run_dir",), {"max_new_tokens": "256", "probes": "true"})
-        model, tokenizer = load_run(Path(args["run_dir"]))
+        args = parse_cli_args(argv, __doc__, ("run_dir",), {"max_new_tokens": "256", "probes": "true"})
+        run_dir = RunDir(args["run_dir"])
+        model, tokenizer = run_dir.load_model()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     limit = int(args["max_new_tokens"])
-    if args["probes"] == "true":
-        for question in PROBES:
-            print(f"probe> {question}\nmodel> ", end="", flush=True)
-            reply(model, tokenizer, [{"role": "user", "content": question}], limit)
-    print("chat: /reset clears the conversation, /exit quits", flush=True)
+    try:
+        if args["probes"] == "true":
+            for probe in run_probes(run_dir):
+                conversation = [{"role": "user", "content": probe}] if isinstance(probe, str) else probe
+                print(f"probe> {probe_question(probe)}\nmodel> ", end="", flush=True)
+                reply(model, tokenizer, conversation, limit)
+        print("chat: /reset clears the conversation, /exit quits", flush=True)
+        chat(model, tokenizer, limit)
+    except KeyboardInterrupt:
+        print(flush=True)
+    return 0
+
+
+def chat(model, tokenizer, limit: int) -> None:
     messages: list[dict] = []
     while True:
         try:
             text = input("you> ").strip()
         except EOFError:
-            break
+            return
         if text == "/exit":
-            break
+            return
         if text == "/reset":
             messages = []
             print("(conversation cleared)", flush=True)
             continue
         if not text:
             continue
-        messages.append({"role": "user", "content": text})
         print("model> ", end="", flush=True)
-        messages.append({"role": "assistant", "content": reply(model, tokenizer, messages, limit)})
-    return 0
+        try:
+            answer = reply(model, tokenizer, [*messages, {"role": "user", "content": text}], limit)
+        except KeyboardInterrupt:  # stop this answer; the question is dropped from the conversation
+            print("\n(answer stopped)", flush=True)
+            continue
+        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
 
 
 if __name__ == "__main__":

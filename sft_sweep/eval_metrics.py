@@ -7,14 +7,19 @@
 - usable: the answer is non-empty, ended with the end-of-turn token within max_new_tokens, and is not
   degenerate repetition: no word n-gram (n = 1..4) repeated REPEAT_LIMIT or more times in a row, and
   no more than half of the answer made of copies of one line.
+- exact_match_by_tag: per task kind (the rows' tags, e.g. sentiment, arithmetic, zh), the share of
+  answers equal to the reference (JSON compared as parsed values), whatever the reference's length.
+- answer_diversity: distinct answers / distinct references. A model that gives (nearly) one answer
+  to every question scores well on JSON validity and badly here; below COLLAPSED it is flagged.
 """
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 
 MAX_EXACT_CHARS = 16
 REPEAT_LIMIT = 4
+COLLAPSED = 0.5
 
 
 def parse_json(text: str):
@@ -72,8 +77,26 @@ def usable(prediction: str, ended: bool) -> bool:
     return bool(prediction.strip()) and ended and not is_degenerate(prediction)
 
 
+def answer_diversity(samples: list[dict]) -> dict:
+    predictions = Counter(s["prediction"].strip() for s in samples)
+    references = {s["reference"].strip() for s in samples}
+    top, count = predictions.most_common(1)[0] if predictions else ("", 0)
+    diversity = len(predictions) / len(references) if references else None
+    return {"answer_diversity": diversity, "distinct_answers": len(predictions), "distinct_references": len(references),
+            "top_answer": top, "top_answer_share": count / len(samples) if samples else None,
+            "collapsed_answers": diversity is not None and diversity < COLLAPSED}
+
+
+def exact_match_by_tag(samples: list[dict]) -> dict:
+    by_tag = defaultdict(list)
+    for s in samples:
+        for tag in s.get("tags") or []:
+            by_tag[tag].append(exact_match(s["prediction"], s["reference"]))
+    return {tag: sum(hits) / len(hits) for tag, hits in sorted(by_tag.items())}
+
+
 def summarize(samples: list[dict]) -> dict:
-    """Rates over generated samples, each {prediction, reference, ended}."""
+    """Rates over generated samples, each {prediction, reference, ended, tags}."""
     json_refs = [s for s in samples if is_json_reference(s["reference"])]
     exact_refs = [s for s in samples if is_exact_reference(s["reference"])]
     scores = [json_scores(s["prediction"], s["reference"]) for s in json_refs]
@@ -82,6 +105,8 @@ def summarize(samples: list[dict]) -> dict:
         "json_key_match": sum(keys for _, keys in scores) / len(scores) if scores else None,
         "exact_match": (sum(exact_match(s["prediction"], s["reference"]) for s in exact_refs) / len(exact_refs)
                         if exact_refs else None),
+        "exact_match_by_tag": exact_match_by_tag(samples),
         "usability": sum(usable(s["prediction"], s["ended"]) for s in samples) / len(samples) if samples else None,
+        **answer_diversity(samples),
         "n_samples": len(samples), "n_json": len(json_refs), "n_exact": len(exact_refs),
     }

@@ -2,20 +2,20 @@
 
     perplexity   exp(mean NLL over the trained (assistant) positions of the eval set)
     answers      greedy answers to each validation conversation's last assistant turn, scored by
-                 eval_metrics.summarize (JSON validity and keys, exact match, usability)
+                 eval_metrics.summarize (JSON validity and keys, exact match overall and per task
+                 kind, usability, answer diversity)
     probes       the configured questions, answered by the model (for the before/after table)
 """
 
 import json
 import logging
 import math
-from pathlib import Path
 
 import torch
 
-from sft_sweep.data.prepare import prepare
 from sft_sweep.eval_metrics import summarize
 from sft_sweep.generation import generate
+from sft_sweep.run_dir import RunDir
 
 log = logging.getLogger("sft_sweep")
 
@@ -56,8 +56,8 @@ def answer_prompts(rows: list[dict], max_samples: int) -> list[dict]:
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         if messages[last].get("tool_calls") or not messages[last]["content"].strip():
             continue
-        out.append({"id": row.get("id"), "messages": messages[:last], "tools": row.get("tools"),
-                    "reference": messages[last]["content"]})
+        out.append({"id": row.get("id"), "tags": row.get("tags") or [], "messages": messages[:last],
+                    "tools": row.get("tools"), "reference": messages[last]["content"]})
         if len(out) == max_samples:
             break
     return out
@@ -67,34 +67,46 @@ def answer_eval(model, tokenizer, rows: list[dict], cfg: dict) -> tuple[dict, li
     prompts = answer_prompts(rows, cfg["max_samples"])
     generated = generate(model, tokenizer, [p["messages"] for p in prompts], cfg["max_new_tokens"], cfg["batch_size"],
                          cfg["enable_thinking"], tools=[p["tools"] for p in prompts])
-    samples = [{"id": p["id"], "prompt": p["messages"][-1]["content"], "reference": p["reference"], **g}
-               for p, g in zip(prompts, generated)]
+    samples = [{"id": p["id"], "kind": ",".join(p["tags"]), "tags": p["tags"], "prompt": p["messages"][-1]["content"],
+                "reference": p["reference"], **g} for p, g in zip(prompts, generated)]
     return summarize(samples), samples
 
 
 def probe_answers(model, tokenizer, cfg: dict) -> list[str]:
-    conversations = [[{"role": "user", "content": q}] for q in cfg["probes"]]
+    conversations = [[{"role": "user", "content": q}] if isinstance(q, str) else q for q in cfg["probes"]]
     return [g["prediction"] for g in generate(model, tokenizer, conversations, cfg["max_new_tokens"],
                                                cfg["batch_size"], cfg["enable_thinking"])]
 
 
-def probes_markdown(questions: list[str], before: list[str] | None, after: list[str]) -> str:
+def probe_question(probe) -> str:
+    """A probe is a question, or a conversation ending in the user's turn (shown as its turns)."""
+    if isinstance(probe, str):
+        return probe
+    return " / ".join(m["content"] for m in probe)
+
+
+def probes_markdown(questions: list, before: list[str] | None, after: list[str]) -> str:
     def cell(text):
         return text.replace("|", "\\|").replace("\n", "<br>") or "(empty)"
 
     lines = ["| probe | before training | after training |", "|---|---|---|"]
     for i, q in enumerate(questions):
-        lines.append(f"| {cell(q)} | {cell(before[i]) if before else '-'} | {cell(after[i])} |")
+        lines.append(f"| {cell(probe_question(q))} | {cell(before[i]) if before else '-'} | {cell(after[i])} |")
     return "\n".join(lines) + "\n"
+
+
+def write_samples(path, samples: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for sample in samples:
+            f.write(json.dumps(sample, ensure_ascii=False) + "\n")
 
 
 class Evaluation:
     """The `eval` group at the end of a run (and before it, for the before/after comparison)."""
 
-    def __init__(self, cfg: dict, trainer, data_cfg: dict):
-        self.cfg, self.trainer, self.data_cfg = cfg, trainer, data_cfg
-        self.rows = prepare(data_cfg)[1] if cfg["enabled"] else []  # validation rows (cached)
-        self.before_scores = self.before_probes = None
+    def __init__(self, cfg: dict, trainer, validation_rows: list[dict]):
+        self.cfg, self.trainer, self.rows = cfg, trainer, validation_rows
+        self.before_scores = self.before_probes = self.samples = self.probes = None
 
     def before(self) -> None:
         if self.cfg["enabled"] and self.cfg["before_training"]:
@@ -102,29 +114,25 @@ class Evaluation:
             self.before_scores, _ = answer_eval(model, tok, self.rows, self.cfg)
             self.before_probes = probe_answers(model, tok, self.cfg)
 
-    def after(self, run_dir: Path, wandb_run) -> dict:
+    def after(self, run_dir: RunDir) -> dict:
         if not self.cfg["enabled"]:
             return {}
         model, tok = self.trainer.model, self.trainer.processing_class
-        collator = self.trainer.data_collator
-        scores, samples = answer_eval(model, tok, self.rows, self.cfg)
-        probes = probe_answers(model, tok, self.cfg)
-        table = probes_markdown(self.cfg["probes"], self.before_probes, probes)
-        (run_dir / "probes.md").write_text(table, encoding="utf-8")
-        with (run_dir / "eval_samples.jsonl").open("w", encoding="utf-8") as f:
-            for sample in samples:
-                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        scores, self.samples = answer_eval(model, tok, self.rows, self.cfg)
+        self.probes = probe_answers(model, tok, self.cfg)
+        table = probes_markdown(self.cfg["probes"], self.before_probes, self.probes)
+        run_dir.probes.write_text(table, encoding="utf-8")
+        write_samples(run_dir.eval_samples, self.samples)
         log.info("probes before / after training:\n%s", table)
-        out = {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, collator, self.cfg["batch_size"]),
-               **{f"eval_{k}": v for k, v in scores.items()},
-               "before_training": self.before_scores}
-        if wandb_run is not None:
-            import wandb
+        if scores["collapsed_answers"]:
+            log.warning("evaluation: near-constant answers (%d distinct answers to %d distinct references; "
+                        "%.0f%% are %r)", scores["distinct_answers"], scores["distinct_references"],
+                        100 * scores["top_answer_share"], scores["top_answer"])
+        return {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
+                                              self.cfg["batch_size"]),
+                **{f"eval_{k}": v for k, v in scores.items()},
+                "before_training": self.before_scores}
 
-            wandb_run.log({"eval/samples": wandb.Table(columns=["id", "prompt", "reference", "prediction", "ended"],
-                                                       data=[[s["id"], s["prompt"], s["reference"], s["prediction"],
-                                                              s["ended"]] for s in samples]),
-                           "eval/probes": wandb.Table(columns=["probe", "before", "after"],
-                                                      data=[[q, (self.before_probes or ["-"] * len(probes))[i],
-                                                             probes[i]] for i, q in enumerate(self.cfg["probes"])])})
-        return out
+    def probe_table(self) -> list[list[str]]:
+        before = self.before_probes or ["-"] * len(self.probes)
+        return [[probe_question(q), before[i], self.probes[i]] for i, q in enumerate(self.cfg["probes"])]

@@ -1,9 +1,18 @@
-"""Experiment tracking: a W&B run opened from the `logger` group, or nothing."""
+"""Every line of W&B code: open a run from the `logger` group (or nothing), alerts for the monitor,
+the run's final summary and evaluation tables (a trainer callback, fired when the records are
+written), and the sweep's summary run.
+
+Offline unless an API key is configured (sync later with `wandb sync`). Only rank 0 logs.
+"""
 
 import logging
 import netrc
 import os
 from pathlib import Path
+
+from sft_sweep import dist
+from sft_sweep.run_dir import RunDir
+from sft_sweep.callbacks import RecordCallback
 
 log = logging.getLogger(__name__)
 
@@ -17,28 +26,82 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
-def start_wandb(logger_cfg: dict, run_dir: Path, config: dict, default_name: str, default_group: str | None = None):
-    """Open the W&B run (None with logger=none); offline unless an API key is configured."""
-    if not logger_cfg or "project" not in logger_cfg:
+def start(logger_cfg: dict, run_dir: RunDir, config: dict, name: str | None = None, group: str | None = None):
+    """Open the W&B run (None with logger=none, and on ranks other than 0).
+    By default a sweep trial's run is named by its overrides and grouped by its sweep."""
+    if not logger_cfg or "project" not in logger_cfg or not dist.is_main_process():
         return None
     import wandb
 
+    if name is None:
+        name, group = _trial_name_and_group(run_dir)
     mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE")
     if mode is None:
         mode = "online" if wandb_api_key_configured() else "offline"
         if mode == "offline":
-            log.info("wandb: no API key configured, logging offline to %s (sync later with `wandb sync`)", run_dir)
+            log.info("wandb: no API key configured, logging offline to %s (sync later with `wandb sync`)", run_dir.path)
     return wandb.init(
         project=logger_cfg["project"],
         entity=logger_cfg.get("entity"),
-        group=logger_cfg.get("group") or default_group,
-        name=logger_cfg.get("name") or default_name,
+        group=logger_cfg.get("group") or group,
+        name=logger_cfg.get("name") or name,
         tags=list(logger_cfg.get("tags") or []),
         mode=mode,
-        dir=os.environ.get("WANDB_DIR", str(run_dir)),
+        dir=os.environ.get("WANDB_DIR", str(run_dir.path)),
         config=config,
         reinit="finish_previous",
     )
+
+
+def _trial_name_and_group(run_dir: RunDir) -> tuple[str, str | None]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return hc.job.override_dirname or run_dir.path.name, Path(hc.sweep.dir).name
+    return run_dir.path.name, None
+
+
+def finish(run) -> None:
+    if run is not None:
+        run.finish()
+
+
+def alert(title: str, text: str, level: str, metrics: dict) -> None:
+    """A W&B alert plus metrics on the active run, if there is one (the training monitor's events)."""
+    import sys
+
+    if "wandb" not in sys.modules:  # never import W&B (seconds) for a run that does not use it
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.alert(title=title, text=text, level=getattr(wandb.AlertLevel, level))
+        wandb.run.log(metrics, commit=False)
+
+
+class WandbRecords(RecordCallback):
+    """At the end of the run: the final metrics and monitor counters in the W&B summary, and the
+    evaluation's answers and probes as W&B tables."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def on_record(self, metrics: dict, evaluation=None) -> None:
+        import wandb
+
+        self.run.summary.update({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        monitor = metrics.get("monitor")
+        if monitor:
+            self.run.summary.update({f"monitor/{k}": v for k, v in monitor["counts"].items()})
+            self.run.summary["monitor/rollbacks"] = len(monitor["rollbacks"])
+        if evaluation is not None and evaluation.samples is not None:
+            columns = ["id", "kind", "prompt", "reference", "prediction", "ended"]
+            probes = evaluation.probe_table()
+            self.run.log({"eval/samples": wandb.Table(columns=columns, data=[[s.get(c) for c in columns]
+                                                                            for s in evaluation.samples]),
+                          "eval/probes": wandb.Table(columns=["probe", "before", "after"], data=probes)})
 
 
 def log_sweep_summary(logger_cfg: dict, sweep_dir: Path, results: dict) -> None:
@@ -46,9 +109,8 @@ def log_sweep_summary(logger_cfg: dict, sweep_dir: Path, results: dict) -> None:
     best value, trial and params. Nothing without logger=wandb."""
     if not logger_cfg or "project" not in logger_cfg:
         return
-    run = start_wandb({**logger_cfg, "name": None, "tags": [*(logger_cfg.get("tags") or []), "sweep-summary"]},
-                      sweep_dir, {"sweep": results}, default_name=f"{sweep_dir.name}-summary",
-                      default_group=sweep_dir.name)
+    run = start({**logger_cfg, "name": None, "tags": [*(logger_cfg.get("tags") or []), "sweep-summary"]},
+                RunDir(sweep_dir), {"sweep": results}, name=f"{sweep_dir.name}-summary", group=sweep_dir.name)
     try:
         run.summary.update({"best_value": results["best_value"], "best_trial": results["best_trial"],
                             **{f"best_params/{k}": v for k, v in results["best_params"].items()},

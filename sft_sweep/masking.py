@@ -46,13 +46,15 @@ def assistant_spans(tokenizer, messages, tools=None, train_on="all_assistant", e
     """Character spans [start, end) of the trained assistant turns in the full render."""
     eot = eot or end_of_turn_token(tokenizer)
     full = render(tokenizer, messages, tools)
+    if train_on == "all":  # every token trains (a plain language-modeling loss)
+        return full, [(0, len(full))]
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if not train_tool_calls:
         turns = [i for i in turns if not messages[i].get("tool_calls")]
     if train_on == "last_assistant":
         turns = turns[-1:]
     elif train_on != "all_assistant":
-        raise UserError(f"data.train_on must be all_assistant or last_assistant, got {train_on!r}")
+        raise UserError(f"data.train_on must be all_assistant, last_assistant or all, got {train_on!r}")
     spans = []
     for i in turns:
         prompts = {render(tokenizer, messages[:i], tools, add_generation_prompt=True, enable_thinking=flag)

@@ -2,16 +2,23 @@
 
 Every function takes the composed config's plain-Python pieces (`cfg.model`, `cfg.lora`)
 and builds the HF / PEFT object they describe; nothing here downloads unless a preset
-names a hub id that is not cached.
+names a hub id that is not cached (and the hub is reachable: when it is not, loading goes
+straight to the local cache instead of retrying for a minute).
 """
 
+import functools
 import importlib.util
+import os
+import socket
+import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from peft import LoraConfig
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from sft_sweep import dist
 from sft_sweep.errors import UserError
 
 
@@ -33,18 +40,35 @@ def resolve_attn_implementation(name: str) -> str:
     return name
 
 
+@functools.cache
+def hub_unreachable() -> bool:
+    """HF_HUB_OFFLINE is set, or the hub's host does not answer within 3 s."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
 def _hub_error(what: str, name: str, exc: Exception) -> UserError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UserError(
-        f"cannot load {what} {name!r} from the Hugging Face hub or its local cache ({reason}); "
-        f"if the hub is unreachable, set model.name_or_path to a local directory"
-    )
+    where = "the local Hugging Face cache (the hub is unreachable)" if hub_unreachable() else \
+        "the Hugging Face hub or its local cache"
+    return UserError(f"cannot load {what} {name!r} from {where} ({reason}); "
+                     f"set model.name_or_path to a local directory")
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).exists()
 
 
 def build_tokenizer(model_cfg: dict):
     name = model_cfg["tokenizer"] or model_cfg["name_or_path"]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not _is_local(name) and hub_unreachable())
     except OSError as exc:
         raise _hub_error("tokenizer", name, exc) from None
     if model_cfg.get("chat_template"):
@@ -55,6 +79,17 @@ def build_tokenizer(model_cfg: dict):
         # Padding never reaches the loss (labels come from the assistant mask), so eos is a safe fallback.
         tokenizer.pad_token = model_cfg.get("pad_token") or tokenizer.eos_token
     return tokenizer
+
+
+def base_model_path(model_cfg: dict, tokenizer, out_dir: Path) -> str:
+    """What to load the base model from: the preset's hub id / path, or -- for a model built from
+    `model.config` (the tiny model) -- its seeded random init, saved to `out_dir` (the run dir's
+    base_model/) so the adapter's base travels with the run. Every rank builds the same weights;
+    only rank 0 keeps them in the run dir."""
+    if not model_cfg["config"]:
+        return model_cfg["name_or_path"]
+    target = out_dir if dist.is_main_process() else Path(tempfile.mkdtemp(prefix="sft_sweep_base_"))
+    return str(materialize_random_init(model_cfg, tokenizer, target))
 
 
 def materialize_random_init(model_cfg: dict, tokenizer, out_dir: Path) -> Path:
@@ -108,7 +143,8 @@ def build_model(model_cfg: dict, lora_cfg: dict | None, path: str):
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=not _is_local(path) and hub_unreachable(),
+                                                     **kwargs)
     except OSError as exc:
         raise _hub_error("model", path, exc) from None
     if quantization is not None:

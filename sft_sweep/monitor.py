@@ -5,20 +5,23 @@ sequences). `TrainingMonitor` is the TrainerCallback that feeds them from the tr
 turns each event into: a console warning, a line in `<run_dir>/monitor_events.jsonl` (always,
 W&B or not), a W&B alert plus `monitor/*` metrics, and the configured action.
 
-Rollback is carried out by the task function (train.py), because only it can call
+Rollback is carried out by the recipe (recipe.py), because only it can call
 `trainer.train(resume_from_checkpoint=...)` again: the callback stops training and names the
 checkpoint; `on_train_begin` of the resumed run then scales the restored optimizer and scheduler
 learning rates by `lr_factor`.
 """
 
-import json
 import logging
 import math
+import shutil
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from sft_sweep.logger import alert
+from sft_sweep.run_dir import append_jsonl
 
 log = logging.getLogger(__name__)
 KINDS = ("loss_spike", "grad_explosion", "nan", "eval_divergence")
@@ -104,12 +107,12 @@ class MonitorState:
 
 
 class TrainingMonitor(TrainerCallback):
-    def __init__(self, cfg: dict, run_dir: Path, checkpoints_dir: Path):
+    def __init__(self, cfg: dict, events_file: Path, checkpoints_dir: Path):
         for kind, action in cfg["actions"].items():
             if kind not in ACTIONS or action not in ACTIONS[kind]:
                 raise ValueError(f"monitor.actions.{kind}={action!r}: expected one of {ACTIONS.get(kind, ())}")
         self.cfg = cfg
-        self.events_file = run_dir / "monitor_events.jsonl"
+        self.events_file = events_file
         self.checkpoints_dir = checkpoints_dir
         self.spikes = SpikeDetector(cfg["spike_factor"], cfg["window"], cfg["reference"], cfg["ema_alpha"],
                                     cfg["min_history"])
@@ -193,18 +196,10 @@ class TrainingMonitor(TrainerCallback):
         message = f"monitor: {event.kind} at step {event.step} -> {event.action}: {event.values}" + (
             f" ({event.note})" if event.note else "")
         log.warning(message)
-        with self.events_file.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(event), default=str) + "\n")
-        try:
-            import wandb
-        except ImportError:
-            return
-        if wandb.run is not None:
-            wandb.alert(title=f"sft-sweep: {event.kind} ({event.action})", text=message,
-                        level=getattr(wandb.AlertLevel, event.level))
-            wandb.run.log({**{f"monitor/{k}": v for k, v in self.state.counts.items()},
-                           f"monitor/{event.kind}_flag": 1, "monitor/diverged": int(self.state.diverged)},
-                          commit=False)
+        append_jsonl(self.events_file, asdict(event))
+        alert(f"sft-sweep: {event.kind} ({event.action})", message, event.level,
+              {**{f"monitor/{k}": v for k, v in self.state.counts.items()},
+               f"monitor/{event.kind}_flag": 1, "monitor/diverged": int(self.state.diverged)})
 
     # --- rollback: lower the restored learning rate -----------------------------------------------
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
@@ -230,8 +225,6 @@ class TrainingMonitor(TrainerCallback):
         if target is None:
             return None
         bad_step = self.state.rollback_from
-        import shutil
-
         for path in self.checkpoints_dir.glob("checkpoint-*"):
             if int(path.name.split("-")[-1]) >= bad_step:
                 shutil.rmtree(path)

@@ -16,6 +16,20 @@ def uses_varlen_kernel(attn_implementation: str) -> bool:
     return attn_implementation.startswith("flash") or "flash" in attn_implementation
 
 
+def plan(train_data, trainer_cfg: dict, attn_implementation: str, pad_token_id: int):
+    """(train data, collator or None, trainer config) for this run's packing setting.
+
+    sdpa/eager with packing: TRL's padding-free packing would let packed samples attend to each
+    other, so pack here and give each batch an explicit block-diagonal mask instead."""
+    if not trainer_cfg["packing"] or uses_varlen_kernel(attn_implementation):
+        return train_data, None, trainer_cfg  # unpacked, or TRL's own padding-free packing
+    collator = BlockDiagonalCollator(pad_token_id, attn_implementation)
+    # Transformers counts "non-padding" tokens by summing the attention mask, which is now L x L;
+    # packed rows are ~98% real tokens, so count every position instead.
+    return pack(train_data, trainer_cfg["max_length"]), collator, {**trainer_cfg, "packing": False,
+                                                                    "include_num_input_tokens_seen": "all"}
+
+
 def pack(dataset, max_length: int):
     """Best-fit-decreasing packing of token rows (input_ids + assistant_masks) into max_length bins."""
     return pack_dataset(dataset, max_length, strategy="bfd")

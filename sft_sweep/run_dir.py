@@ -1,51 +1,242 @@
-"""What a run leaves in its dir: the manifest, metrics.json, the log history.
+"""What a run and a sweep leave on disk: every file name, the rules about them, reading them back.
 
-A run is *finished* once `metrics.json` exists (it is written last, atomically); such a
-dir is never reused unless `overwrite=true`.
+    <run dir>/                    outputs/runs/<time>/ (a sweep trial: <sweep dir>/<trial number>)
+      .hydra/                     Hydra's composed config, its own config, the overrides
+      train.log                   the run's log, errors included
+      run_manifest.json           pasteable command, resolved config, git, versions, hardware, status
+      base_model/                 a random-init base built from a config (the tiny model)
+      adapter/ | model/           the trained LoRA adapter | fully fine-tuned model, + tokenizer
+      checkpoints/                trainer checkpoints
+      log_history.json            every logged train/eval record
+      monitor_events.jsonl        training-monitor events
+      probes.md, eval_samples.jsonl                        the end-of-run evaluation
+      evaluation.json, evaluation_samples.jsonl            `python -m sft_sweep.evaluate`
+      tune_progress.jsonl         an ASHA trial's reports
+      merged/                     `python -m sft_sweep.export`
+      metrics.json                written last: the run is *finished* once it exists
+
+A finished run dir is never reused unless overwrite=true. The manifest's `status` says how the run
+ended: started (still running, or killed) | finished | diverged | failed | interrupted.
 """
 
 import json
+import logging
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import torch
+import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sft_sweep.errors import UserError
+from sft_sweep import dist
+from sft_sweep.errors import RunDiverged, UserError
 
-METRICS = "metrics.json"
+log = logging.getLogger("sft_sweep")
 PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
-            "hydra-core", "omegaconf", "wandb", "sft-sweep"]
+            "hydra-core", "omegaconf", "wandb", "optuna", "sft-sweep"]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_json(path: Path, data) -> None:
-    """Write via a temp file + rename, so a crash never leaves half a file."""
+    """Write via a temp file + rename, so a crash never leaves half a file; mode as the umask says."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False, default=str)
         f.write("\n")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
     os.replace(tmp, path)
 
 
-def refuse_finished(run_dir: Path, overwrite: bool) -> None:
-    if (run_dir / METRICS).exists() and not overwrite:
-        raise UserError(f"{run_dir} already holds a finished run ({METRICS}); "
-                        f"choose another hydra.run.dir or pass overwrite=true")
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class RunDir:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def current(cls) -> "RunDir":
+        """The run dir Hydra made for this job."""
+        from hydra.core.hydra_config import HydraConfig
+
+        return cls(HydraConfig.get().runtime.output_dir)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # --- names ------------------------------------------------------------------------------------
+    hydra_config = property(lambda self: self.path / ".hydra" / "config.yaml")
+    hydra_overrides = property(lambda self: self.path / ".hydra" / "overrides.yaml")
+    log_file = property(lambda self: self.path / "train.log")
+    manifest = property(lambda self: self.path / "run_manifest.json")
+    base_model = property(lambda self: self.path / "base_model")
+    adapter = property(lambda self: self.path / "adapter")
+    full_model = property(lambda self: self.path / "model")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    log_history = property(lambda self: self.path / "log_history.json")
+    monitor_events = property(lambda self: self.path / "monitor_events.jsonl")
+    probes = property(lambda self: self.path / "probes.md")
+    eval_samples = property(lambda self: self.path / "eval_samples.jsonl")
+    evaluation = property(lambda self: self.path / "evaluation.json")
+    evaluation_samples = property(lambda self: self.path / "evaluation_samples.jsonl")
+    tune_progress = property(lambda self: self.path / "tune_progress.jsonl")
+    merged = property(lambda self: self.path / "merged")
+    metrics = property(lambda self: self.path / "metrics.json")
+
+    def weights(self, lora: bool) -> Path:
+        return self.adapter if lora else self.full_model
+
+    # --- the finished-run rule --------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.metrics.is_file()
+
+    def refuse_if_finished(self, overwrite: bool) -> None:
+        if self.finished and not overwrite:
+            raise UserError(f"{self.path} already holds a finished run ({self.metrics.name}); "
+                            f"choose another hydra.run.dir or pass overwrite=true")
+
+    # --- writing a run's records ------------------------------------------------------------------
+    def start(self, config: dict) -> None:
+        if dist.is_main_process():
+            write_json(self.manifest, {"status": "started", "command": pasteable_command(), "config": config,
+                                       "seed": config["seed"], "git": git_state(), "versions": package_versions(),
+                                       "hardware": hardware()})
+
+    def set_status(self, status: str, **extra) -> None:
+        if dist.is_main_process() and self.manifest.is_file():
+            write_json(self.manifest, {**read_json(self.manifest), "status": status, **extra})
+
+    def fail(self, exc: BaseException) -> None:
+        """Record how the run ended early: the error in train.log and the manifest."""
+        status = ("diverged" if isinstance(exc, RunDiverged) else
+                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if isinstance(exc, UserError):
+            log.error("%s", exc)
+        elif not isinstance(exc, KeyboardInterrupt):
+            log.exception("run failed: %s", reason)
+        self.set_status(status, error=reason)
+
+    def write_records(self, log_history: list, metrics: dict, status: str) -> None:
+        """The run's last writes; metrics.json goes last and marks the run finished."""
+        write_json(self.log_history, log_history)
+        self.set_status(status)
+        write_json(self.metrics, metrics)
+
+    def read_metrics(self) -> dict:
+        return read_json(self.metrics)
+
+    # --- reading a finished run back --------------------------------------------------------------
+    def overrides(self) -> list[str]:
+        if not self.hydra_overrides.is_file():
+            raise UserError(f"{self.hydra_overrides} not found: {self.path} is not a run dir")
+        return list(yaml.safe_load(self.hydra_overrides.read_text(encoding="utf-8")) or [])
+
+    def load_model(self, dtype: str = "auto"):
+        """(model, tokenizer) of a finished run. A (Q)LoRA adapter loads over an unquantized base."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sft_sweep.model import resolve_dtype
+
+        if not self.finished:
+            raise UserError(f"{self.path} holds no finished run (no {self.metrics.name})")
+        lora = self.adapter.is_dir()
+        weights = self.weights(lora)
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if lora:
+            from peft import PeftConfig, PeftModel
+
+            # The run's own random-init base (moves with the dir), else the hub id / path PEFT recorded.
+            base = self.base_model if self.base_model.is_dir() else PeftConfig.from_pretrained(
+                weights).base_model_name_or_path
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=resolve_dtype(dtype)).to(device)
+            model = PeftModel.from_pretrained(model, weights)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(weights, dtype=resolve_dtype(dtype)).to(device)
+        return model.eval(), tokenizer
+
+
+class SweepDir:
+    """`outputs/sweeps/<study name>/`: one run dir per trial (<trial number>/) plus the sweep's records."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    results = property(lambda self: self.path / "optimization_results.yaml")
+    trials = property(lambda self: self.path / "trials.jsonl")
+    trials_table = property(lambda self: self.path / "trials.md")
+
+    def trial(self, number: int) -> RunDir:
+        return RunDir(self.path / str(number))
+
+    def write_results(self, results: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".results.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(results, f, sort_keys=False, allow_unicode=True)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, self.results)
+
+    def best_run_dir(self) -> RunDir:
+        if not self.results.is_file():
+            raise UserError(f"{self.results} not found: is {self.path} a finished sweep?")
+        run_dir = (yaml.safe_load(self.results.read_text(encoding="utf-8")) or {}).get("best_run_dir")
+        if not run_dir:
+            raise UserError(f"{self.results} names no best_run_dir")
+        return RunDir(run_dir)
 
 
 class RefuseFinishedRunDir(Callback):
-    """Checks the run dir before Hydra writes its .hydra/ files into it."""
+    """Hydra callback (conf/hydra/default.yaml): checks a single run's dir before Hydra writes its
+    .hydra/ files into it. Sweep trials always get fresh dirs."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        refuse_finished(Path(config.hydra.run.dir), config.get("overwrite", False))
+        try:
+            RunDir(config.hydra.run.dir).refuse_if_finished(config.get("overwrite", False))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None  # Hydra only warns about a callback's exceptions
+
+
+# --- what the manifest records ----------------------------------------------------------------------
+def pasteable_command() -> str:
+    """The command that runs this run again, as a user would type it: the sweep's sampled values
+    included, `hparams_search=...` left out (that would start a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from sft_sweep.config import CONF_DIR
+
+    hc = HydraConfig.get()
+    args = []
+    main = next((s.path for s in hc.runtime.config_sources if s.provider == "main"), CONF_DIR)
+    if Path(main).resolve() != Path(CONF_DIR).resolve() or hc.job.config_name != "config":
+        args += ["--config-path", main, "--config-name", hc.job.config_name]
+    args += [o for o in hc.overrides.task if not o.startswith(("hparams_search=", "+hydra="))]
+    return shlex.join(["python", "-m", "sft_sweep", *args])
 
 
 def git_state() -> dict:
@@ -75,26 +266,18 @@ def package_versions() -> dict:
 
 
 def hardware() -> dict:
+    import torch
+
     info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "cuda": torch.version.cuda, "gpus": [], "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+            "cuda": torch.version.cuda, "gpus": [], "world_size": dist.world_size()}
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
 
 
-def write_manifest(run_dir: Path, cfg: DictConfig, **extra) -> None:
-    write_json(run_dir / "run_manifest.json", {
-        "command": sys.argv,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": cfg.seed,
-        "git": git_state(),
-        "versions": package_versions(),
-        "hardware": hardware(),
-        **extra,
-    })
-
-
 def peak_memory_mib() -> dict:
+    import torch
+
     # ru_maxrss is in KiB on Linux.
     peak = {"cpu_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if torch.cuda.is_available():

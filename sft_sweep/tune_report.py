@@ -1,17 +1,17 @@
 """Inside a Ray Tune trial (the `asha` sweeper): report the optimized metric at every evaluation.
 
 ASHA kills a trial's process the moment it stops it (also when it reaches max_t), so each report
-is preceded by writing the trial's progress to `<run_dir>/tune_progress.jsonl`. The final
-evaluation is reported by the task only after the run's records (metrics.json) are written.
+is preceded by writing the trial's progress to the run dir's tune_progress.jsonl, and the last
+evaluation is reported only once the run's records are written (`on_record`).
 """
 
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
+from sft_sweep.callbacks import RecordCallback
+from sft_sweep.run_dir import append_jsonl
 
 
 def in_tune_trial() -> bool:
@@ -29,20 +29,24 @@ def in_tune_trial() -> bool:
         return False
 
 
-def report(metrics: dict, step: int, run_dir: Path) -> None:
+def report(metrics: dict, step: int, progress_file: Path) -> None:
     from ray import tune
 
     row = {"step": step, "time": time.time(), **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-    with (run_dir / "tune_progress.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(progress_file, row)
     tune.report({k: v for k, v in row.items() if not (isinstance(v, float) and not math.isfinite(v))})
 
 
-class TuneReporter(TrainerCallback):
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
+class TuneReporter(RecordCallback):
+    def __init__(self, progress_file: Path):
+        self.progress_file = progress_file
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.max_steps and state.global_step >= state.max_steps:
-            return  # the last evaluation is reported by the task, after its records are written
-        report(metrics or {}, state.global_step, self.run_dir)
+            return  # the last evaluation is reported once the run's records are written
+        report(metrics or {}, state.global_step, self.progress_file)
+
+    def on_record(self, metrics: dict, evaluation=None) -> None:
+        if not metrics["diverged"]:  # a diverged trial fails; Ray records it as errored
+            report({k: v for k, v in metrics.items() if k.startswith("eval_")}, metrics["global_step"],
+                   self.progress_file)

@@ -12,10 +12,10 @@ from trl import SFTConfig
 
 from sft_sweep.model import build_lora_config, build_quantization_config, resolve_attn_implementation, resolve_dtype
 from sft_sweep.sft_config import build_sft_config
-from tests.conftest import REPO, compose_cfg, env_without_network, plain
+from tests.helpers import REPO, compose_cfg, env_without_network, plain
 
 CONF = REPO / "conf"
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "hub_defaults")
 REAL_MODELS = [m for m in MODELS if m != "tiny"]
 
 
@@ -39,7 +39,7 @@ def test_every_model_and_lora_option_builds(model, lora, tmp_path):
     assert isinstance(args, SFTConfig)
     assert args.bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     assert args.seed == 42 and args.lr_scheduler_type == "cosine" and args.weight_decay == 0.01
-    assert args.warmup_steps == 0.03
+    assert args.warmup_steps == 0.03  # optim.warmup_steps: a ratio of the total steps (< 1)
     if lora == "none":
         assert lora_config is None and quant is None
         assert args.learning_rate == (5e-3 if model == "tiny" else 2e-5)
@@ -60,7 +60,8 @@ def test_every_model_and_lora_option_builds(model, lora, tmp_path):
 def test_real_presets_name_a_hub_model_and_cpu_defaults(model):
     c = plain(f"model={model}")["model"]
     assert "/" in c["name_or_path"] and c["config"] is None
-    assert c["use_cache"] is False and c["lora_target_modules"] == "all-linear"
+    assert c["use_cache"] is False and c["train_in_full"] is None
+    assert plain(f"model={model}")["lora"]["target_modules"] == "all-linear"
     if not torch.cuda.is_available():
         assert resolve_dtype(c["dtype"]) == torch.float32
         assert resolve_attn_implementation(c["attn_implementation"]) == "sdpa"
@@ -81,13 +82,13 @@ def test_lora_lists_are_plain_python():
 
 def test_optim_options(tmp_path):
     assert sft_config(plain("optim=paged_adamw_8bit"), tmp_path).optim == "paged_adamw_8bit"
-    args = sft_config(plain("optim.learning_rate=1e-4", "optim.warmup_ratio=0.1"), tmp_path)
+    args = sft_config(plain("optim.learning_rate=1e-4", "optim.warmup_steps=0.1"), tmp_path)
     assert args.learning_rate == 1e-4 and args.warmup_steps == 0.1
 
 
 def test_trainer_defaults(tmp_path):
     args = sft_config(plain(), tmp_path)
-    assert args.assistant_only_loss is False  # our own mask travels in the dataset instead
+    assert args.assistant_only_loss is False  # our own mask travels in the dataset instead (data.train_on)
     assert (args.save_total_limit, args.packing, args.eval_on_start) == (2, False, True)
     assert sft_config(plain("trainer.max_steps=200"), tmp_path).max_steps == 200
 

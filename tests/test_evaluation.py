@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sft_sweep.evaluate import main as evaluate_cli
 from sft_sweep.export import main as export_cli
 from sft_sweep.generation import generate
-from sft_sweep.load_run import load_run
-from tests.conftest import REPO, TINY, run_cli
+from sft_sweep.run_dir import RunDir
+from tests.helpers import REPO, TINY, run_cli
 
 PROBES = [[{"role": "user", "content": q}] for q in
           ["Give me an 1-sentence introduction of LLM.", "Calculate 1+1-1",
@@ -55,7 +55,7 @@ def test_evaluate_a_base_model(tmp_path, monkeypatch):
 
 def test_merged_model_answers_like_the_adapter(run):
     assert export_cli([f"run_dir={run}", "dtype=float32"]) == 0
-    adapter_model, tokenizer = load_run(run, "float32")
+    adapter_model, tokenizer = RunDir(run).load_model("float32")
     merged = AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.float32).eval()
     assert not any("lora" in n for n, _ in merged.named_parameters())
     a = generate(adapter_model, tokenizer, PROBES, max_new_tokens=24)

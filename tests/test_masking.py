@@ -10,8 +10,8 @@ from transformers import AutoTokenizer
 
 from sft_sweep.data.tokenize import without_reasoning
 from sft_sweep.masking import encode, end_of_turn_token
-from sft_sweep.resolvers import asset_path
-from tests.conftest import SHARED
+from sft_sweep.config import asset_path
+from tests.helpers import SHARED
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 QWEN3_TOKENIZER = SHARED / "data/tokenizers/qwen3"

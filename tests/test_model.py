@@ -5,7 +5,7 @@ from transformers import AutoTokenizer
 
 from sft_sweep.errors import UserError
 from sft_sweep.model import build_model, build_tokenizer, materialize_random_init
-from tests.conftest import plain
+from tests.helpers import plain
 
 
 def test_tiny_model_is_small_seeded_and_fits_the_tokenizer(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from transformers import TrainerControl, TrainerState
 
 from sft_sweep.monitor import DivergenceDetector, SpikeDetector, TrainingMonitor, check_nan
-from tests.conftest import TINY, plain, run_cli
+from tests.helpers import TINY, plain, run_cli
 from tests.wandb_records import alerts, history, summary
 
 
@@ -59,7 +59,7 @@ def monitor(tmp_path, **actions):
     cfg = plain()["monitor"]
     cfg["actions"].update(actions)
     (tmp_path / "checkpoints").mkdir(exist_ok=True)
-    return TrainingMonitor(cfg, tmp_path, tmp_path / "checkpoints")
+    return TrainingMonitor(cfg, tmp_path / "monitor_events.jsonl", tmp_path / "checkpoints")
 
 
 def feed(mon, logs_by_step):
@@ -130,7 +130,7 @@ def test_huge_learning_rate_run_is_stopped_and_marked_diverged(tmp_path, capsys)
     assert events[0]["kind"] == "grad_explosion" and events[0]["action"] == "stop" and events[0]["step"] == 4
 
 
-ROLLBACK = ["optim.learning_rate=0.5", "optim.warmup_ratio=0.5", "trainer.max_steps=40", "trainer.logging_steps=2",
+ROLLBACK = ["optim.learning_rate=0.5", "optim.warmup_steps=0.5", "trainer.max_steps=40", "trainer.logging_steps=2",
             "trainer.save_steps=4", "trainer.eval_steps=20", "monitor.actions.loss_spike=rollback",
             "monitor.rollback.lr_factor=0.1"]
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 STEPS = ["trainer.max_steps=4", "trainer.eval_steps=4", "data.val_ratio=0", "data.min_val_size=16",
          "eval.enabled=false"]

@@ -10,9 +10,10 @@ from transformers import AutoTokenizer
 from sft_sweep.data.tokenize import tokenize_rows
 from sft_sweep.model import build_model, materialize_random_init
 from sft_sweep.packing import BlockDiagonalCollator, pack
-from sft_sweep.resolvers import asset_path
-from sft_sweep.train import setup
-from tests.conftest import TINY, plain
+from sft_sweep.config import asset_path
+from sft_sweep.recipe import setup
+from sft_sweep.run_dir import RunDir
+from tests.helpers import TINY, plain
 
 MASKING = {"train_on": "all_assistant", "train_tool_calls": True, "thinking": True}
 
@@ -105,7 +106,7 @@ def test_truncation_keeps_the_mask_on_what_remains_and_drops_empty_rows(tok, cap
 
 def test_packed_training_run(tmp_path):
     trainer, _ = setup(plain(*TINY, "trainer.packing=true", "trainer.max_length=512", "trainer.max_steps=4"),
-                       tmp_path)
+                       RunDir(tmp_path))
     assert isinstance(trainer.data_collator, BlockDiagonalCollator)
     assert "seq_lengths" in trainer.train_dataset.column_names
     assert len(trainer.train_dataset) < 2384 / 3  # several conversations per row

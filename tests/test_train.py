@@ -8,8 +8,9 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from sft_sweep.train import setup
-from tests.conftest import TINY, plain, run_cli
+from sft_sweep.recipe import setup
+from sft_sweep.run_dir import RunDir
+from tests.helpers import TINY, plain, run_cli
 from tests.wandb_records import history
 
 
@@ -82,7 +83,7 @@ def test_missing_data_file_is_one_line_naming_the_path(tmp_path, capsys):
 
 def test_lora_trains_adapter_and_leaves_base_weights_unchanged(tmp_path):
     c = plain(*TINY)
-    trainer, _ = setup(c, tmp_path)
+    trainer, _ = setup(c, RunDir(tmp_path))
     frozen, trainable = frozen_and_trainable(trainer.model)
     assert any("lora_B" in n for n in trainable) and all("lora" not in n for n in frozen)
     assert all(trainable[n].abs().sum() == 0 for n in trainable if "lora_B" in n)  # PEFT starts B at zero
@@ -105,7 +106,7 @@ def test_lora_rank_32_from_command_line(tmp_path):
 
 
 def test_full_fine_tuning_changes_the_weights(tmp_path):
-    trainer, _ = setup(plain(*TINY, "lora=none", "trainer.max_steps=3"), tmp_path)
+    trainer, _ = setup(plain(*TINY, "lora=none", "trainer.max_steps=3"), RunDir(tmp_path))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     assert all(p.requires_grad for p in trainer.model.parameters())
     trainer.train()
@@ -116,7 +117,7 @@ def test_full_fine_tuning_changes_the_weights(tmp_path):
 def test_qlora_on_cpu_quantizes_to_4bit_and_trains(tmp_path):
     import bitsandbytes as bnb
 
-    trainer, _ = setup(plain(*TINY, "lora=qlora", "trainer.max_steps=4", "trainer.eval_steps=4"), tmp_path)
+    trainer, _ = setup(plain(*TINY, "lora=qlora", "trainer.max_steps=4", "trainer.eval_steps=4"), RunDir(tmp_path))
     linear4 = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
     assert all(m.weight.quant_state.quant_type == "nf4" for m in linear4)

@@ -96,6 +96,9 @@ class AshaSweeper(Sweeper):
         self.config = self.hydra_context = self.task_function = None
 
     def setup(self, *, hydra_context: HydraContext, task_function, config) -> None:
+        from sft_sweep.config import register_resolvers
+
+        register_resolvers()
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def sweep(self, arguments: List[str]) -> None:
@@ -175,46 +178,49 @@ class AshaSweeper(Sweeper):
 
     def warm_data_cache(self, fixed: List[str]) -> None:
         """Tokenize the data once, in the driver, before trials start (they then all hit the cache)."""
+        from sft_sweep.config import plain
         from sft_sweep.data import build_datasets
         from sft_sweep.model import build_tokenizer
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, fixed)
-        c = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in ("data", "model", "trainer")}
+        c = {group: plain(cfg[group]) for group in ("data", "model", "trainer")}
         build_datasets(c["data"], build_tokenizer(c["model"]), c["trainer"]["max_length"], c["trainer"]["packing"])
 
     def write_results(self, grid, sweep_dir: Path, fixed: List[str]) -> None:
+        from sft_sweep.run_dir import SweepDir
+
+        sweep = SweepDir(sweep_dir)
         metric, mode = self.conf["metric"], self.conf["mode"]
         max_t = self.conf["scheduler"].get("max_t")
         rows = []
         for result in grid:
             index = trial_index(Path(result.path).name)
-            run_dir = sweep_dir / str(index)
+            run_dir = sweep.trial(index)
             history = result.metrics_dataframe
             values = [] if history is None or metric not in history else [v for v in history[metric] if v == v]
-            finished = (run_dir / "metrics.json").is_file()
-            diverged = finished and json.loads((run_dir / "metrics.json").read_text()).get("diverged")
+            diverged = run_dir.finished and run_dir.read_metrics().get("diverged")
             if result.error is not None:
                 status = "diverged" if diverged else "failed"
-            elif finished or (max_t and result.metrics.get("step", 0) >= max_t):
+            elif run_dir.finished or (max_t and result.metrics.get("step", 0) >= max_t):
                 status = "completed"
             else:
                 status = "stopped early"
             best = (min(values) if mode == "min" else max(values)) if values else None
             rows.append({"trial": index, "params": {k.removeprefix("config/"): v for k, v in result.config.items()},
                          "status": status, "steps": result.metrics.get("step"), f"best_{metric}": best,
-                         "run_dir": str(run_dir), **({"reason": str(result.error).splitlines()[0]}
-                                                     if result.error is not None else {})})
+                         "run_dir": str(run_dir.path), **({"reason": str(result.error).splitlines()[0]}
+                                                          if result.error is not None else {})})
         rows.sort(key=lambda r: r["trial"])
-        with (sweep_dir / "trials.jsonl").open("w", encoding="utf-8") as f:
+        with sweep.trials.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, default=str) + "\n")
         lines = [f"| trial | status | steps | best {metric} | params |", "|---|---|---|---|---|"]
         lines += [f"| {r['trial']} | {r['status']} | {r['steps']} | {r[f'best_{metric}']} | "
                   f"{' '.join(f'{k}={v}' for k, v in r['params'].items())} |" for r in rows]
-        (sweep_dir / "trials.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        sweep.trials_table.write_text("\n".join(lines) + "\n", encoding="utf-8")
         scored = [r for r in rows if r[f"best_{metric}"] is not None and r["status"] not in ("failed", "diverged")]
         if not scored:
-            log.error("no trial reported %s; see %s", metric, sweep_dir / "trials.md")
+            log.error("no trial reported %s; see %s", metric, sweep.trials_table)
             return
         best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"])
         results = {"name": "asha", "best_params": best["params"], "best_value": best[f"best_{metric}"],
@@ -222,7 +228,7 @@ class AshaSweeper(Sweeper):
                    "best_overrides": fixed + [f"{k}={v}" for k, v in best["params"].items()],
                    "trials": {s: sum(r["status"] == s for r in rows)
                               for s in ("completed", "stopped early", "failed", "diverged")}}
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        sweep.write_results(results)
         from sft_sweep.logger import log_sweep_summary
 
         log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), sweep_dir, results)

@@ -11,10 +11,8 @@ more than max_failure_rate x n_trials trials have failed. Every trial is appende
 `trials.jsonl` in the sweep dir (number, overrides, status, value or failure reason, run dir).
 """
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 from hydra.core.config_store import ConfigStore
@@ -22,6 +20,9 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
+
+from sft_sweep.config import register_resolvers
+from sft_sweep.run_dir import SweepDir, append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna_resumable", nod
 
 class ResumableOptunaSweeper(OptunaSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
+        register_resolvers()
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         impl = self.sweeper
-        self.sweep_dir = Path(config.hydra.sweep.dir)
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite storage lives there
+        self.sweep_dir = SweepDir(config.hydra.sweep.dir)
+        self.sweep_dir.path.mkdir(parents=True, exist_ok=True)  # the SQLite storage lives there
         self.failure_budget = impl.max_failure_rate * impl.n_trials
         self.failed = 0
         impl.max_failure_rate = 1.0  # the per-batch check never fires; `record` enforces the budget
@@ -63,6 +65,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 # (tag first: optuna refuses to change a trial once it is finished)
                 study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
                 study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
+                run_dir = self.sweep_dir.trial(trial.number)
+                run_dir.set_status("interrupted", error="the sweep was stopped while this trial ran")
+                append_jsonl(self.sweep_dir.trials, {"trial": trial.number, "params": trial.params, "status": "interrupted",
+                                                 "run_dir": str(run_dir.path)})
                 log.warning("trial %d was interrupted: marked failed, and owed again", trial.number)
         trials = study.get_trials(deepcopy=False)
         ran = sum(not t.user_attrs.get("interrupted") for t in trials)
@@ -72,20 +78,19 @@ class ResumableOptunaSweeper(OptunaSweeper):
         impl.job_idx = len(trials)  # new trials get new job numbers, hence new run dirs
 
     def record(self, returns, first_idx: int) -> None:
-        with (self.sweep_dir / "trials.jsonl").open("a", encoding="utf-8") as f:
-            for idx, ret in enumerate(returns, start=first_idx):
-                failed = ret.status == JobStatus.FAILED
-                row = {"trial": idx, "overrides": list(ret.overrides), "status": "failed" if failed else "completed",
-                       "run_dir": str(self.sweep_dir / str(idx))}
-                if failed:
-                    row["reason"] = f"{type(ret._return_value).__name__}: {ret._return_value}"
-                    self.failed += 1
-                else:
-                    row["value"] = ret.return_value
-                f.write(json.dumps(row) + "\n")
+        for idx, ret in enumerate(returns, start=first_idx):
+            failed = ret.status == JobStatus.FAILED
+            row = {"trial": idx, "overrides": list(ret.overrides), "status": "failed" if failed else "completed",
+                   "run_dir": str(self.sweep_dir.trial(idx).path)}
+            if failed:
+                row["reason"] = f"{type(ret._return_value).__name__}: {ret._return_value}"
+                self.failed += 1
+            else:
+                row["value"] = ret.return_value
+            append_jsonl(self.sweep_dir.trials, row)
         if self.failed > self.failure_budget:
             raise RuntimeError(f"{self.failed} trials failed, more than max_failure_rate x n_trials "
-                               f"({self.failure_budget:g}); see {self.sweep_dir / 'trials.jsonl'}")
+                               f"({self.failure_budget:g}); see {self.sweep_dir.trials}")
 
     def sweep(self, arguments):
         if self.sweeper.n_trials > 0:
@@ -100,11 +105,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
             return
         best = study.best_trial
         results = {"name": "optuna", "best_params": best.params, "best_value": best.value,
-                   "best_trial": best.number, "best_run_dir": str(self.sweep_dir / str(best.number)),
+                   "best_trial": best.number, "best_run_dir": str(self.sweep_dir.trial(best.number).path),
                    "trials": {"complete": len(completed),
                               "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)}}
-        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        self.sweep_dir.write_results(results)
         from sft_sweep.logger import log_sweep_summary
 
-        log_sweep_summary(OmegaConf.to_container(impl.config.logger, resolve=True), self.sweep_dir, results)
+        log_sweep_summary(OmegaConf.to_container(impl.config.logger, resolve=True), self.sweep_dir.path, results)
 

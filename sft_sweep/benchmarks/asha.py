@@ -8,11 +8,12 @@ ratios. Target: ASHA spends <= 40% of the steps and lands within 2% of the full-
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from sft_sweep.run_dir import SweepDir, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def sweep(sweep_dir: Path, samples: int, steps: int, grace: int) -> dict:
                     "hydra.sweeper.scheduler.reduction_factor=3", "hydra.sweeper.ray_init.num_cpus=2",
                     "trainer.eval_on_start=false", f"hydra.sweep.dir={sweep_dir}"],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = [json.loads(line) for line in (sweep_dir / "trials.jsonl").read_text().splitlines()]
+    rows = read_jsonl(SweepDir(sweep_dir).trials)
     return {"steps": sum(r["steps"] or 0 for r in rows), "best": min(r["best_eval_loss"] for r in rows),
             "stopped": sum(r["status"] == "stopped early" for r in rows), "trials": len(rows)}
 

@@ -52,7 +52,7 @@ def main():
 
         from transformers import AutoTokenizer
 
-        from sft_sweep.resolvers import asset_path
+        from sft_sweep.config import asset_path
 
         tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
         cfg = data_cfg(asset_path("sample/chat.jsonl"), str(Path(tmp) / "cache"))

@@ -12,18 +12,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from sft_sweep.train import CONF_DIR, setup
+from sft_sweep import config
+from sft_sweep.recipe import setup
+from sft_sweep.run_dir import RunDir
 
 
 def measure(packing: bool, steps: int, tmp: str) -> dict:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"trainer.packing={str(packing).lower()}", f"trainer.max_steps={steps}",
-                                           "trainer.eval_strategy=no", "trainer.eval_on_start=false",
-                                           "trainer.save_strategy=no", f"data.cache_dir={tmp}/cache"])
-    trainer, _ = setup(OmegaConf.to_container(cfg, resolve=True), Path(tmp) / f"packing_{packing}")
+    cfg = config.compose([f"trainer.packing={str(packing).lower()}", f"trainer.max_steps={steps}",
+                          "trainer.eval_strategy=no", "trainer.eval_on_start=false", "trainer.save_strategy=no",
+                          f"data.cache_dir={tmp}/cache"])
+    trainer, _ = setup(config.plain(cfg), RunDir(Path(tmp) / f"packing_{packing}"))
     pad_id = trainer.processing_class.pad_token_id
     real = total = 0
     for batch in trainer.get_train_dataloader():
@@ -36,7 +34,7 @@ def measure(packing: bool, steps: int, tmp: str) -> dict:
     trainer.train()
     seconds = time.perf_counter() - started
     padding = 1 - real / total
-    # Packed runs count every position (see train.py); take the padding share back out.
+    # Packed runs count every position (see packing.plan); take the padding share back out.
     seen = trainer.state.num_input_tokens_seen * ((1 - padding) if packing else 1)
     return {"rows": len(trainer.train_dataset), "padding": padding, "tokens_per_s": seen / seconds}
 

@@ -16,7 +16,7 @@ from peft import LoraConfig
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from sft_sweep.resolvers import asset_path
+from sft_sweep.config import asset_path
 
 out = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))

@@ -10,6 +10,9 @@
 """
 
 import logging
+from dataclasses import dataclass
+
+from datasets import Dataset
 
 from sft_sweep.data.prepare import fingerprint, prepare
 from sft_sweep.data.tokenize import cached_tokenize, masking_config
@@ -17,13 +20,22 @@ from sft_sweep.data.tokenize import cached_tokenize, masking_config
 log = logging.getLogger(__name__)
 
 
-def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = False):
-    """(train, eval) tokenized datasets for a run, reusing every cache that matches."""
+@dataclass
+class RunData:
+    train: Dataset  # token ids + assistant masks
+    eval: Dataset
+    validation_rows: list[dict]  # the eval set as chat rows, for answer-level evaluation
 
+
+def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = False) -> RunData:
+    """Tokenized train/eval data for a run, reusing every cache that matches."""
     fp = fingerprint(data_cfg)
+    prepared = None
 
     def rows():
-        train, validation, report, folder = prepare(data_cfg, fp)
+        nonlocal prepared
+        prepared = prepare(data_cfg, fp)
+        train, validation, report, folder = prepared
         if report.get("rows_rejected"):
             log.warning("data: skipped %d bad rows (see %s/report.json)", report["rows_rejected"], folder)
         return train, validation
@@ -31,4 +43,5 @@ def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = F
     train, evaluation, _ = cached_tokenize(fp, rows, tokenizer, data_cfg["cache_dir"], max_length, packing,
                                            masking_config(data_cfg))
     log.info("data: %d train / %d eval sequences", len(train), len(evaluation))
-    return train, evaluation
+    validation_rows = (prepared or prepare(data_cfg, fp))[1]  # read back from the prepared cache
+    return RunData(train, evaluation, validation_rows)

@@ -10,9 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
+from sft_sweep import config
 from sft_sweep.data.prepare import prepare, run_pipeline
 from sft_sweep.errors import UserError
 
@@ -21,8 +19,6 @@ USAGE = __doc__
 
 def load_config(args: list[str]) -> tuple[dict, dict]:
     """Hydra overrides (a bare path means data=local data.path=<path>) -> plain config; extra key=value."""
-    from sft_sweep.train import CONF_DIR
-
     overrides, extra = [], {}
     for arg in args:
         if "=" not in arg:
@@ -31,9 +27,7 @@ def load_config(args: list[str]) -> tuple[dict, dict]:
             extra[arg.split("=", 1)[0]] = arg.split("=", 1)[1]
         else:
             overrides.append(arg)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True), extra
+    return config.plain(config.compose(overrides)), extra
 
 
 def percentiles(values: list[int]) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from sft_sweep.data.prepare import Problems, load_rows
 from sft_sweep.errors import UserError
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 F = FIXTURES / "formats"
 

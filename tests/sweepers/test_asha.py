@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.mark.slow

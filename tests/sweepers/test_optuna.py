@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sft_sweep.reproduce import main as reproduce
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
@@ -63,7 +63,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     rows = trials(sweep)
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(rows) == 4 and failed and len(failed) < 4
-    assert all("lora.r=-1" in r["overrides"] and "`r` should be a positive integer" in r["reason"] for r in failed)
+    assert all("lora.r=-1" in r["overrides"] and "lora.r=-1: the LoRA rank must be a positive integer" in r["reason"]
+               for r in failed)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["trials"] == {"complete": 4 - len(failed), "failed": len(failed)}
     assert results["best_params"] == {"lora.r": 8}
@@ -98,7 +99,10 @@ def test_interrupted_sweep_resumes_only_the_owed_trials(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert [t.user_attrs.get("interrupted", False) for t in study.trials] == [False, True, False, False]
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == first_trial  # never overwritten
-    assert [r["trial"] for r in trials(sweep)] == [0, 2, 3]
+    # the interrupted trial is on record, and its run dir says so
+    assert [(r["trial"], r["status"]) for r in trials(sweep)] == [(0, "completed"), (1, "interrupted"),
+                                                                  (2, "completed"), (3, "completed")]
+    assert json.loads((sweep / "1" / "run_manifest.json").read_text())["status"] == "interrupted"
     assert all((sweep / str(i) / "metrics.json").is_file() for i in (0, 2, 3))
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_trial"] in (0, 2, 3) and results["trials"] == {"complete": 3, "failed": 1}

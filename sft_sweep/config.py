@@ -1,0 +1,135 @@
+"""The config: where conf/ is, the resolvers its YAML uses, composing it outside `python -m sft_sweep`
+(the data/evaluate CLIs, benchmarks, tests), and the checks that run before any heavy work.
+
+    ${asset:sample/chat.jsonl}  -> absolute path of a file shipped in sft_sweep/assets/
+    ${mul:2,${lora.r}}          -> product (lora_alpha follows 2*r unless set)
+"""
+
+import dataclasses
+import difflib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sft_sweep.errors import UserError
+
+# conf/ sits beside the package; an absolute path works under `python -m` too.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def asset_path(relative: str) -> str:
+    path = ASSETS / relative
+    if not path.exists():
+        raise FileNotFoundError(f"no asset {relative!r} in {ASSETS}")
+    return str(path)
+
+
+def multiply(*factors):
+    product = 1
+    for factor in factors:
+        product *= factor
+    return product
+
+
+def register_resolvers() -> None:
+    """Called by every entrypoint before Hydra composes (idempotent)."""
+    OmegaConf.register_new_resolver("asset", asset_path, replace=True)
+    OmegaConf.register_new_resolver("mul", multiply, replace=True)
+
+
+def compose(overrides: list[str] = (), hydra: bool = False) -> DictConfig:
+    """conf/config.yaml with overrides, as `python -m sft_sweep` would compose it (no run dir).
+    A bad override is a one-line UserError (Hydra's own message)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(" ".join(str(exc).split())) from None
+
+
+def parse_cli_args(argv: list[str], doc: str, required: tuple[str, ...] = (), defaults: dict | None = None) -> dict:
+    """key=value arguments (Hydra style) for the small CLIs; `--help` prints `doc` and exits."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(doc.strip())
+        raise SystemExit(0)
+    args = dict(defaults or {})
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise UserError(f"expected key=value, got {arg!r} (see --help)")
+        args[key] = value
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise UserError(f"missing {', '.join(f'{k}=...' for k in missing)} (see --help)")
+    return args
+
+
+def plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python: PEFT and TRL check isinstance(x, list/dict), which
+    OmegaConf nodes fail. (A sweep trial may run in a fresh Ray worker: register the resolvers.)"""
+    register_resolvers()
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+# --- checks before any heavy work ---------------------------------------------------------------
+POSITIVE = {"optim.learning_rate": (int, float), "trainer.per_device_train_batch_size": int,
+            "trainer.per_device_eval_batch_size": int, "trainer.gradient_accumulation_steps": int,
+            "trainer.max_length": int, "trainer.logging_steps": (int, float), "trainer.eval_steps": (int, float),
+            "trainer.save_steps": (int, float)}
+NON_NEGATIVE = ("optim.weight_decay", "optim.warmup_steps", "optim.max_grad_norm")
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _unknown_keys(group: str, keys, allowed: set[str], feeds: str) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {group}.{close[0]}?)" if close else ""
+            raise UserError(f"{group}.{key} is not an argument of {feeds}{hint}")
+
+
+def _get(c: dict, dotted: str):
+    node = c
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def validate(c: dict) -> None:
+    """One-line errors for config values the libraries would only reject after data prep and model
+    load, with a traceback (or never: a negative learning rate trains backwards)."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    _unknown_keys("optim", c["optim"], _fields(SFTConfig), "trl.SFTConfig")
+    _unknown_keys("trainer", c["trainer"], _fields(SFTConfig), "trl.SFTConfig")
+    if c["lora"]:
+        _unknown_keys("lora", (k for k in c["lora"] if k != "quantization"), _fields(LoraConfig), "peft.LoraConfig")
+        r = c["lora"].get("r")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise UserError(f"lora.r={r!r}: the LoRA rank must be a positive integer")
+    for key, kind in POSITIVE.items():
+        value = _get(c, key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool) or value <= 0):
+            raise UserError(f"{key}={value!r}: must be a positive number")
+    for key in NON_NEGATIVE:
+        value = _get(c, key)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise UserError(f"{key}={value!r}: must be zero or positive")
+    steps, epochs = c["trainer"].get("max_steps", -1), c["trainer"].get("num_train_epochs", 1)
+    if not isinstance(steps, int) or steps == 0 or (steps < 0 and not epochs > 0):
+        raise UserError(f"trainer.max_steps={steps!r}, trainer.num_train_epochs={epochs!r}: "
+                        f"set max_steps > 0, or max_steps=-1 and num_train_epochs > 0")

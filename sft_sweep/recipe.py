@@ -1,0 +1,141 @@
+"""One supervised fine-tuning run, top to bottom: setup -> train -> record -> cleanup.
+
+`python -m sft_sweep` (sft_sweep/__main__.py) composes conf/ with Hydra and calls `run(cfg)` in
+the run dir Hydra made; sweepers call it once per trial. Everything is built explicitly from the
+config groups and handed to TRL's SFTTrainer; callbacks watch the training (monitor.py), report
+to an ASHA sweep (tune_report.py) and to W&B (logger.py).
+"""
+
+import logging
+
+from omegaconf import DictConfig
+from transformers import set_seed
+from trl import SFTTrainer
+
+from sft_sweep import config, dist, logger, packing
+from sft_sweep.callbacks import fire_on_record
+from sft_sweep.data import build_datasets
+from sft_sweep.errors import RunDiverged, UserError
+from sft_sweep.evaluation import Evaluation
+from sft_sweep.model import (base_model_path, build_lora_config, build_model, build_tokenizer,
+                             resolve_attn_implementation)
+from sft_sweep.monitor import TrainingMonitor
+from sft_sweep.run_dir import RunDir, peak_memory_mib
+from sft_sweep.sft_config import build_sft_config
+from sft_sweep.tune_report import TuneReporter, in_tune_trial
+
+log = logging.getLogger("sft_sweep")
+
+
+def run(cfg: DictConfig) -> float:
+    """One run in Hydra's run dir; returns `cfg.optimized_metric` (what a sweeper optimizes)."""
+    run_dir = RunDir.current()
+    c = config.plain(cfg)
+    config.validate(c)  # one-line errors before any heavy work
+    set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
+    run_dir.start(c)
+    wandb_run = logger.start(c["logger"], run_dir, c)
+    try:
+        # --- setup ---------------------------------------------------------------------------------
+        trainer, validation_rows = setup(c, run_dir, wandb_run)
+        evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
+                                trainer, validation_rows)
+        evaluation.before()  # the base model's answers and probes, for the before/after comparison
+        # --- train ---------------------------------------------------------------------------------
+        train_output = train(trainer)
+        # --- record --------------------------------------------------------------------------------
+        metrics = record(c, trainer, train_output, evaluation, run_dir)
+        return metrics[c["optimized_metric"]]
+    except BaseException as exc:
+        run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/diverged)
+        raise
+    finally:
+        # --- cleanup: multirun jobs share this process, so always close the W&B run -----------------
+        logger.finish(wandb_run)
+
+
+def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[dict]]:
+    """tokenizer -> data -> model + LoRA -> SFTConfig -> SFTTrainer and its callbacks.
+    Returns the trainer and the validation rows (chat rows, for answer-level evaluation)."""
+    tokenizer = build_tokenizer(c["model"])
+    # Data before the model: a bad row fails in a second, not after loading 8B weights.
+    data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
+    model = build_model(c["model"], c["lora"], base_model_path(c["model"], tokenizer, run_dir.base_model))
+    attn = resolve_attn_implementation(c["model"]["attn_implementation"])
+    train_data, collator, trainer_cfg = packing.plan(data.train, c["trainer"], attn, tokenizer.pad_token_id)
+    args = build_sft_config(c["optim"], trainer_cfg, output_dir=str(run_dir.checkpoints), seed=c["seed"],
+                            report_to=["wandb"] if wandb_run else [], run_name=run_dir.path.name)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
+                         data_collator=collator, processing_class=tokenizer,
+                         peft_config=build_lora_config(c["lora"]))
+    if c["monitor"]["enabled"]:
+        trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
+    if in_tune_trial():  # an ASHA sweep: report each evaluation so weak trials stop early
+        trainer.add_callback(TuneReporter(run_dir.tune_progress))
+    if wandb_run is not None:
+        trainer.add_callback(logger.WandbRecords(wandb_run))
+    return trainer, data.validation_rows
+
+
+def train(trainer: SFTTrainer) -> dict:
+    """trainer.train(), resumed from the last good checkpoint after each monitor rollback.
+    Returns the last segment's TrainOutput metrics, with the runtime summed over all segments."""
+    monitor = TrainingMonitor.of(trainer)
+    output = trainer.train()
+    runtime = output.metrics["train_runtime"]
+    while monitor is not None and (checkpoint := monitor.prepare_rollback()):
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        runtime += output.metrics["train_runtime"]
+    return {**output.metrics, "train_runtime": runtime}
+
+
+def final_evaluation(trainer: SFTTrainer) -> dict:
+    """The eval metrics at the last step: reused when the schedule already evaluated there."""
+    last = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if last and last[-1]["step"] == trainer.state.global_step:
+        return {k: v for k, v in last[-1].items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def record(c: dict, trainer: SFTTrainer, train_output: dict, evaluation: Evaluation, run_dir: RunDir) -> dict:
+    """Weights, evaluation and metrics into the run dir (metrics.json last: the run is finished),
+    then the record callbacks (W&B summary, the ASHA trial's last report)."""
+    final_eval = final_evaluation(trainer)
+    weights = run_dir.weights(lora=bool(c["lora"]))
+    trainer.save_model(str(weights))  # the adapter only, for LoRA (rank 0 writes it under DDP)
+    if dist.is_main_process():
+        trainer.processing_class.save_pretrained(str(weights))
+    metrics = {**training_metrics(trainer, train_output), **final_eval, **evaluation.after(run_dir)}
+    if c["optimized_metric"] not in metrics:
+        raise UserError(f"optimized_metric={c['optimized_metric']!r} is not among the run's metrics: "
+                        f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+    if dist.is_main_process():
+        run_dir.write_records(trainer.state.log_history, metrics, "diverged" if metrics["diverged"] else "finished")
+        fire_on_record(trainer, metrics, evaluation)
+    if metrics["diverged"]:
+        raise RunDiverged(f"training diverged (stopped at step {metrics['global_step']}); "
+                          f"see {run_dir.monitor_events}")
+    log.info("finished: %s=%.4f (first eval %.4f), %d steps, %.0f tokens/s -> %s", c["optimized_metric"],
+             metrics[c["optimized_metric"]], metrics["first_eval_loss"] or float("nan"), metrics["global_step"],
+             metrics["train_tokens_per_s"], run_dir.path)
+    return metrics
+
+
+def training_metrics(trainer: SFTTrainer, train_output: dict) -> dict:
+    history, state = trainer.state.log_history, trainer.state
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    monitor = TrainingMonitor.of(trainer)
+    return {
+        "train_loss_mean": train_output["train_loss"],  # the trainer's: mean over the run's steps
+        "train_loss_last": losses[-1] if losses else None,  # the last logged value
+        "first_eval_loss": evals[0] if evals else None,
+        "global_step": state.global_step,
+        "train_runtime_s": train_output["train_runtime"],
+        "train_tokens": state.num_input_tokens_seen,
+        "train_tokens_per_s": state.num_input_tokens_seen / train_output["train_runtime"],
+        "peak_memory": peak_memory_mib(),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "diverged": bool(monitor and monitor.state.diverged),
+        "monitor": monitor.summary() if monitor else None,
+    }

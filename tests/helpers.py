@@ -1,0 +1,52 @@
+"""Test helpers: compose the real config with tiny overrides; run the real entrypoint in-process."""
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+
+from sft_sweep import config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# A few seconds of training: 12 steps of 8 rows, a 16-row eval set.
+TINY = [
+    "trainer.max_steps=12",
+    "trainer.eval_steps=6",
+    "trainer.logging_steps=2",
+    "trainer.save_steps=1000",
+    "trainer.max_length=256",
+    "data.val_ratio=0",
+    "data.min_val_size=16",
+]
+
+
+def compose_cfg(*overrides: str, hydra: bool = False):
+    return config.compose(list(overrides), hydra=hydra)
+
+
+def plain(*overrides: str) -> dict:
+    return config.plain(compose_cfg(*overrides))
+
+
+def run_cli(*args: str) -> int:
+    """`python -m sft_sweep *args` in this process (imports paid once); returns the exit code."""
+    GlobalHydra.instance().clear()
+    saved = sys.argv
+    sys.argv = ["sft_sweep", *args]
+    try:
+        runpy.run_module("sft_sweep", run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved
+        GlobalHydra.instance().clear()
+
+
+def env_without_network() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
