@@ -45,9 +45,9 @@ def hub_unreachable() -> bool:
     """HF_HUB_OFFLINE is set, or the hub's host does not answer within 3 s."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         return True
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
         return False
     except OSError:
         return True

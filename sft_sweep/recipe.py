@@ -13,14 +13,14 @@ from transformers import set_seed
 from trl import SFTTrainer
 
 from sft_sweep import config, dist, logger, packing
-from sft_sweep.callbacks import fire_on_record
+from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import RunDiverged, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import (base_model_path, build_lora_config, build_model, build_tokenizer,
                              resolve_attn_implementation)
 from sft_sweep.monitor import TrainingMonitor
-from sft_sweep.run_dir import RunDir, peak_memory_mib
+from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.tune_report import TuneReporter, in_tune_trial
 
@@ -60,7 +60,8 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     tokenizer = build_tokenizer(c["model"])
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
-    model = build_model(c["model"], c["lora"], base_model_path(c["model"], tokenizer, run_dir.base_model))
+    base = base_model_path(c["model"], tokenizer, run_dir.base_model)
+    model = build_model(c["model"], c["lora"], base)
     attn = resolve_attn_implementation(c["model"]["attn_implementation"])
     train_data, collator, trainer_cfg = packing.plan(data.train, c["trainer"], attn, tokenizer.pad_token_id)
     args = build_sft_config(c["optim"], trainer_cfg, output_dir=str(run_dir.checkpoints), seed=c["seed"],
@@ -68,6 +69,7 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
                          data_collator=collator, processing_class=tokenizer,
                          peft_config=build_lora_config(c["lora"]))
+    trainer.add_callback(CheckpointsReadme(base, pasteable_command()))
     if c["monitor"]["enabled"]:
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
     if in_tune_trial():  # an ASHA sweep: report each evaluation so weak trials stop early

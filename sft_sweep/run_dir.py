@@ -133,10 +133,13 @@ class RunDir:
         status = ("diverged" if isinstance(exc, RunDiverged) else
                   "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if isinstance(exc, UserError):
-            log.error("%s", exc)
-        elif not isinstance(exc, KeyboardInterrupt):
-            log.exception("run failed: %s", reason)
+        # Into train.log only: the console already gets the one-line error (or Hydra's traceback).
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run %s: %s", (status, reason),
+                                None if isinstance(exc, (UserError, KeyboardInterrupt)) else
+                                (type(exc), exc, exc.__traceback__))
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
         self.set_status(status, error=reason)
 
     def write_records(self, log_history: list, metrics: dict, status: str) -> None:
@@ -223,13 +226,15 @@ class RefuseFinishedRunDir(Callback):
 
 
 # --- what the manifest records ----------------------------------------------------------------------
-def pasteable_command() -> str:
+def pasteable_command() -> str | None:
     """The command that runs this run again, as a user would type it: the sweep's sampled values
-    included, `hparams_search=...` left out (that would start a sweep)."""
+    included, `hparams_search=...` left out (that would start a sweep). None outside a Hydra job."""
     from hydra.core.hydra_config import HydraConfig
 
     from sft_sweep.config import CONF_DIR
 
+    if not HydraConfig.initialized():
+        return None
     hc = HydraConfig.get()
     args = []
     main = next((s.path for s in hc.runtime.config_sources if s.provider == "main"), CONF_DIR)

@@ -11,7 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 from sft_sweep import config
-from sft_sweep.data.prepare import prepare, run_pipeline
+from sft_sweep.data.formats import suggest_field_map
+from sft_sweep.data.prepare import TooFewRows, prepare, run_pipeline
+from sft_sweep.data.sources import read_source
 from sft_sweep.errors import UserError
 
 USAGE = __doc__
@@ -41,7 +43,12 @@ def check(cfg: dict) -> None:
     from sft_sweep.model import build_tokenizer
 
     data = {**cfg["data"], "on_error": "skip"}  # report every problem instead of stopping at the first
-    train, validation, report = run_pipeline(data)
+    try:
+        train, validation, report = run_pipeline(data)
+    except TooFewRows as exc:  # the problems come first; then what to do about them
+        print_problems(exc.report)
+        suggest_mapping(exc.specs, exc.report)
+        raise
     rows = train + validation
     tokenizer = build_tokenizer(cfg["model"])
     roles, turns, lengths = Counter(), [], []
@@ -61,14 +68,43 @@ def check(cfg: dict) -> None:
     print(f"turns per conversation: mean {statistics.mean(turns) if turns else 0:.2f}, max {max(turns, default=0)}; "
           f"roles: {dict(roles)}")
     print(f"length in tokens ({cfg['model']['tokenizer'] or cfg['model']['name_or_path']}): {percentiles(lengths)}")
-    if report["problems"]:
-        print("problems:")
-        for kind, p in report["problems"].items():
-            print(f"  {p['count']} x {kind}")
-            for example in p["first"]:
-                print(f"      {example}")
-    else:
+    max_length = cfg["trainer"]["max_length"]
+    too_long = [n for n in lengths if n > max_length]
+    if too_long:
+        print(f"warning: {len(too_long)} of {len(lengths)} rows ({len(too_long) / len(lengths):.1%}) are longer than "
+              f"trainer.max_length={max_length} tokens (longest {max(too_long)}) and will be cut there; raise "
+              f"trainer.max_length (e.g. trainer.max_length={2 ** max(too_long).bit_length()}) to keep them whole")
+    print_problems(report)
+
+
+def print_problems(report: dict) -> None:
+    if not report["problems"]:
         print("problems: none")
+        return
+    print(f"problems ({report['rows_rejected']} rows rejected):")
+    for kind, p in report["problems"].items():
+        print(f"  {p['count']} x {kind}")
+        for example in p["first"]:
+            print(f"      {example}")
+
+
+def suggest_mapping(specs: list[dict], report: dict) -> None:
+    """For a source whose rows are all an unknown format: the field_map its columns suggest."""
+    for i, spec in enumerate(specs):
+        if report["sources"][spec["name"]]["rows_valid"]:
+            continue
+        rows = read_source(spec["path"], spec["split"])
+        columns = list(rows[0][0]) if rows and isinstance(rows[0][0], dict) else []
+        mapping = suggest_field_map(columns)
+        if mapping is None:
+            continue
+        value = "{" + ", ".join(f"{k}: {v}" for k, v in mapping.items()) + "}"
+        if len(specs) == 1:  # data=local, or a bare path
+            args = f"data.format=mapping 'data.field_map={value}'"
+        else:
+            args = f"data.sources.{i}.format=mapping '+data.sources.{i}.field_map={value}'"
+        print(f"suggestion: the columns {columns} look like a question and an answer; map them to chat turns:\n"
+              f"  python -m sft_sweep.data check {spec['path']} {args}")
 
 
 def inspect(cfg: dict, n: int) -> None:

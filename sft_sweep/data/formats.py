@@ -137,6 +137,19 @@ def from_mapping(row, field_map: dict):
     return messages
 
 
+# Column names that usually hold the question / the answer of a flat table (matched case-insensitively).
+QUESTION_COLUMNS = ("question", "input", "query", "prompt", "problem", "instruction", "body", "source")
+ANSWER_COLUMNS = ("answer", "output", "response", "golden", "target", "solution", "completion", "label")
+
+
+def suggest_field_map(columns: list[str]) -> dict | None:
+    """{question column: user, answer column: assistant} when the column names say which is which."""
+    lower = {c.lower(): c for c in columns}
+    question = next((lower[c] for c in QUESTION_COLUMNS if c in lower), None)
+    answer = next((lower[c] for c in ANSWER_COLUMNS if c in lower), None)
+    return {question: "user", answer: "assistant"} if question and answer else None
+
+
 def normalize(row, fmt: str, field_map: dict | None = None) -> dict:
     """One raw row -> the normalized schema (raises RowError with the reason)."""
     if not isinstance(row, dict):

@@ -126,13 +126,36 @@ def run_pipeline(data_cfg: dict) -> tuple[list[dict], list[dict], dict]:
                 data_cfg.get("total_size"))
     report["mixed_rows"] = len(mixed)
     report["mixed_by_source"] = dict(Counter(r["source"] for r in mixed))
+    report.update(problems=problems.as_dict(), rows_rejected=sum(problems.counts.values()))
+    if not mixed or (eval_rows is None and len(mixed) < 2):
+        raise TooFewRows(report, specs)
     if eval_rows is None:
         train, validation = split(mixed, data_cfg["val_ratio"], data_cfg["min_val_size"], data_cfg["split_seed"])
     else:
         train, validation = mixed, eval_rows
-    report.update(train_rows=len(train), validation_rows=len(validation), problems=problems.as_dict(),
-                  rows_rejected=sum(problems.counts.values()))
+    report.update(train_rows=len(train), validation_rows=len(validation))
     return train, validation, report
+
+
+class TooFewRows(UserError):
+    """Nothing (or one row) is left to train on; says why: no rows, every row rejected, or duplicates."""
+
+    def __init__(self, report: dict, specs: list[dict]):
+        self.report, self.specs = report, specs
+        paths = ", ".join(str(s["path"]) for s in specs)
+        sources = report["sources"].values()
+        valid = sum(s["rows_valid"] for s in sources)
+        duplicates = sum(s["duplicates_within"] + s["duplicates_across_sources"] for s in sources)
+        if report["rows_rejected"] and not valid:
+            kind, first = next(iter(report["problems"].items()))
+            why = f"all {report['rows_rejected']} rows were rejected ({first['count']} x {kind})"
+        elif not valid:
+            why = "it holds no rows"
+        elif duplicates:
+            why = f"only {report['mixed_rows']} distinct row(s) left after removing {duplicates} exact duplicates"
+        else:
+            why = f"only {report['mixed_rows']} row(s)"
+        super().__init__(f"{paths}: no data to train on: {why}")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
