@@ -10,7 +10,7 @@ ChatML special tokens. Deterministic: the same data gives the same files.
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,13 @@ def rendered_texts(template: str):
 def main():
     template = (ASSETS / "chat_templates" / "chatml_qwen3_style.jinja").read_text(encoding="utf-8")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Each CJK character (and full-width punctuation) is its own pre-token: on data this small and
+    # repetitive, BPE would otherwise merge whole Chinese phrases ("the service was boring") into one
+    # token, and a tiny model can only learn what such a token means from that exact phrase.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,

@@ -41,7 +41,8 @@ def register_resolvers() -> None:
 def compose(overrides: list[str] = (), hydra: bool = False) -> DictConfig:
     """conf/config.yaml with overrides, as `python -m sft_sweep` would compose it (no run dir).
     A bad override is a one-line UserError (Hydra's own message)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

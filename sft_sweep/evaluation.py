@@ -10,6 +10,7 @@
 import json
 import logging
 import math
+import re
 
 import torch
 
@@ -86,8 +87,9 @@ def probe_question(probe) -> str:
 
 
 def probes_markdown(questions: list, before: list[str] | None, after: list[str]) -> str:
-    def cell(text):
-        return text.replace("|", "\\|").replace("\n", "<br>") or "(empty)"
+    def cell(text):  # one table cell: line breaks as <br>, other control characters dropped
+        text = re.sub(r"\r\n?|\n", "<br>", text.replace("|", "\\|"))
+        return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text) or "(empty)"
 
     lines = ["| probe | before training | after training |", "|---|---|---|"]
     for i, q in enumerate(questions):

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from sft_sweep import dist
-from sft_sweep.run_dir import RunDir
 from sft_sweep.callbacks import RecordCallback
+from sft_sweep.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,13 @@ from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import RunDiverged, UserError
 from sft_sweep.evaluation import Evaluation
-from sft_sweep.model import (base_model_path, build_lora_config, build_model, build_tokenizer,
-                             resolve_attn_implementation)
+from sft_sweep.model import (
+    base_model_path,
+    build_lora_config,
+    build_model,
+    build_tokenizer,
+    resolve_attn_implementation,
+)
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
@@ -31,12 +36,13 @@ def run(cfg: DictConfig) -> float:
     """One run in Hydra's run dir; returns `cfg.optimized_metric` (what a sweeper optimizes)."""
     run_dir = RunDir.current()
     c = config.plain(cfg)
-    config.validate(c)  # one-line errors before any heavy work
-    set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
     run_dir.start(c)
-    wandb_run = logger.start(c["logger"], run_dir, c)
+    wandb_run = None
     try:
         # --- setup ---------------------------------------------------------------------------------
+        config.validate(c)  # one-line errors before any heavy work
+        set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
+        wandb_run = logger.start(c["logger"], run_dir, c)
         trainer, validation_rows = setup(c, run_dir, wandb_run)
         evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
                                 trainer, validation_rows)

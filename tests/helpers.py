@@ -13,9 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# A few seconds of training: 12 steps of 8 rows, a 16-row eval set.
+# A few seconds of training: 12 steps of 8 unpacked rows, a 16-row eval set.
 TINY = [
     "trainer.max_steps=12",
+    "trainer.packing=false",
+    "trainer.per_device_train_batch_size=8",
     "trainer.eval_steps=6",
     "trainer.logging_steps=2",
     "trainer.save_steps=1000",

@@ -45,7 +45,7 @@ def test_every_model_and_lora_option_builds(model, lora, tmp_path):
         assert args.learning_rate == (5e-3 if model == "tiny" else 2e-5)
         return
     assert isinstance(lora_config, LoraConfig)
-    assert (lora_config.r, lora_config.lora_alpha, lora_config.lora_dropout) == (16, 32, 0.05)
+    assert (lora_config.r, lora_config.lora_alpha, lora_config.lora_dropout) == (16, 32, 0.0)
     assert lora_config.target_modules == "all-linear"
     assert args.learning_rate == (5e-3 if model == "tiny" else 2e-4)
     if lora == "qlora":
@@ -77,7 +77,7 @@ def test_lora_rank_from_command_line_and_alpha_follows():
 def test_lora_lists_are_plain_python():
     # PEFT checks isinstance(x, list): an OmegaConf ListConfig would slip through as a non-list.
     c = build_lora_config(plain("model=tiny")["lora"])
-    assert type(c.modules_to_save) is list and c.modules_to_save == ["lm_head"]
+    assert type(c.modules_to_save) is list and c.modules_to_save == ["embed_tokens", "lm_head"]
 
 
 def test_optim_options(tmp_path):
@@ -87,9 +87,14 @@ def test_optim_options(tmp_path):
 
 
 def test_trainer_defaults(tmp_path):
-    args = sft_config(plain(), tmp_path)
+    args = sft_config(plain("model=qwen3_4b"), tmp_path)
     assert args.assistant_only_loss is False  # our own mask travels in the dataset instead (data.train_on)
     assert (args.save_total_limit, args.packing, args.eval_on_start) == (2, False, True)
+    assert (args.num_train_epochs, args.per_device_train_batch_size, args.max_length) == (1, 8, 1024)
+    # the tiny preset sets what a random-init model needs: many packed short rows
+    tiny = sft_config(plain(), tmp_path)
+    assert (tiny.num_train_epochs, tiny.per_device_train_batch_size, tiny.max_length, tiny.packing) == (7, 2, 256, True)
+    assert tiny.learning_rate == 5e-3
     assert sft_config(plain("trainer.max_steps=200"), tmp_path).max_steps == 200
 
 
@@ -126,3 +131,12 @@ def test_unknown_group_option_gives_hydras_message():
     assert proc.returncode != 0
     assert "Could not find 'model/nope'" in proc.stderr
     assert "qwen3_4b" in proc.stderr  # Hydra lists the available options
+
+
+@pytest.mark.parametrize("search, name", [("optuna", "sft_sweep_optuna"), ("asha", "sft_sweep_asha")])
+def test_sweeps_keep_a_stable_dir_so_the_same_command_resumes(search, name):
+    cfg = compose_cfg(f"hparams_search={search}", hydra=True)
+    assert cfg.hydra.sweep.dir == f"outputs/sweeps/{name}"  # not the default's timestamped dir
+    assert dict(cfg.hydra.sweeper.params) == {  # the one search space both sweepers share
+        "optim.learning_rate": "tag(log, interval(1e-5, 1e-3))", "lora.r": "choice(8, 16, 32, 64)",
+        "trainer.per_device_train_batch_size": "choice(2, 4, 8)", "optim.warmup_steps": "interval(0.0, 0.2)"}

@@ -54,3 +54,27 @@ def test_summarize_rates():
     assert (s["n_json"], s["json_validity"], s["json_key_match"]) == (2, 0.5, 0.5)
     assert (s["n_exact"], s["exact_match"]) == (4, 0.5)  # 2 JSON + 2 short answers; the sentence is not exact
     assert s["usability"] == 0.8
+
+
+def sample(prediction, reference, tags=()):
+    return {"prediction": prediction, "reference": reference, "ended": True, "tags": list(tags)}
+
+
+def test_a_constant_answer_is_flagged_even_when_it_is_valid_json():
+    labels = [f'{{"sentiment": "{"positive" if i % 2 else "negative"}"}}' for i in range(20)]
+    refs = labels + [str(i) for i in range(30)]
+    constant = summarize([sample('{"sentiment": "negative"}', r, ["sentiment" if "{" in r else "arithmetic"])
+                          for r in refs])
+    assert constant["json_validity"] == 1.0  # the old headline looked perfect...
+    assert constant["collapsed_answers"] and constant["answer_diversity"] == 1 / 32  # ...it is one answer
+    assert constant["top_answer"] == '{"sentiment": "negative"}' and constant["top_answer_share"] == 1.0
+    assert constant["exact_match_by_tag"] == {"arithmetic": 0.0, "sentiment": 0.5}
+    right = summarize([sample(r, r, ["x"]) for r in refs])
+    assert not right["collapsed_answers"] and right["answer_diversity"] == 1.0
+    assert right["exact_match_by_tag"] == {"x": 1.0}
+
+
+def test_exact_match_by_tag_counts_every_tag_of_a_sample():
+    scores = summarize([sample("5", "5", ["arithmetic", "zh"]), sample("6", "7", ["arithmetic"]),
+                        sample("It is 18 degrees.", "It is 18 degrees.", ["tool_call"])])
+    assert scores["exact_match_by_tag"] == {"arithmetic": 0.5, "tool_call": 1.0, "zh": 1.0}

@@ -27,15 +27,20 @@ def run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_records_evaluation(run):
     m = json.loads((run / "metrics.json").read_text())
     assert m["eval_perplexity"] > 1 and m["eval_n_samples"] == 16  # the 16-row eval set
     assert m["before_training"]["n_samples"] == 16
     table = (run / "probes.md").read_text()
-    assert table.count("\n") == 2 + 3 and "| Calculate 1+1-1 |" in table
+    assert table.count("\n") == 2 + 5
+    assert "| Anna has 3 pens and gets 4 more. How many pens does Anna have now? |" in table
+    # a conversation probe shows its turns
+    assert "| Ben has 5 cards and gets 2 more. How many cards does Ben have now? / 7 / What is that times 2? |" in table
     assert len((run / "eval_samples.jsonl").read_text().splitlines()) == 16
 
 
+@pytest.mark.slow
 def test_evaluate_run_dir_reproduces_the_runs_metrics(run, capsys):
     assert evaluate_cli([f"run_dir={run}"]) == 0
     result = json.loads((run / "evaluation.json").read_text())
@@ -53,6 +58,7 @@ def test_evaluate_a_base_model(tmp_path, monkeypatch):
     assert evaluate_cli(["run_dir=/nope"]) == 2
 
 
+@pytest.mark.slow
 def test_merged_model_answers_like_the_adapter(run):
     assert export_cli([f"run_dir={run}", "dtype=float32"]) == 0
     adapter_model, tokenizer = RunDir(run).load_model("float32")
@@ -64,12 +70,13 @@ def test_merged_model_answers_like_the_adapter(run):
     assert any(x["prediction"] for x in a)
 
 
+@pytest.mark.slow
 def test_chat_in_a_terminal(run):
     child = pexpect.spawn(sys.executable, ["-m", "sft_sweep.chat", f"run_dir={run}", "max_new_tokens=24"],
                           cwd=str(REPO), encoding="utf-8", timeout=120, env={"HF_HUB_OFFLINE": "1",
                                                                              "PATH": "/usr/bin:/bin"})
-    child.expect("probe> Give me an 1-sentence introduction of LLM.")
-    child.expect("probe> Calculate 1\\+1-1")
+    child.expect("probe> Anna has 3 pens and gets 4 more")  # the run's own probes (the tiny preset's)
+    child.expect("probe> Ben has 5 cards and gets 2 more.* / 7 / What is that times 2")
     child.expect("you> ")
     child.sendline("Classify the sentiment of this review and answer in JSON: The pizza was great.")
     child.expect("model> ")
@@ -82,3 +89,15 @@ def test_chat_in_a_terminal(run):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0 and first.strip()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_chat_quits_without_a_traceback(run):
+    child = pexpect.spawn(sys.executable, ["-m", "sft_sweep.chat", f"run_dir={run}", "probes=false"],
+                          cwd=str(REPO), encoding="utf-8", timeout=120, env={"HF_HUB_OFFLINE": "1",
+                                                                             "PATH": "/usr/bin:/bin"})
+    child.expect("you> ")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "Traceback" not in child.before

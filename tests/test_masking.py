@@ -8,9 +8,9 @@ import pytest
 import trl
 from transformers import AutoTokenizer
 
+from sft_sweep.config import asset_path
 from sft_sweep.data.tokenize import without_reasoning
 from sft_sweep.masking import encode, end_of_turn_token
-from sft_sweep.config import asset_path
 from tests.helpers import SHARED
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"

@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from sft_sweep.config import asset_path
 from sft_sweep.data.tokenize import tokenize_rows
 from sft_sweep.model import build_model, materialize_random_init
 from sft_sweep.packing import BlockDiagonalCollator, pack
-from sft_sweep.config import asset_path
 from sft_sweep.recipe import setup
 from sft_sweep.run_dir import RunDir
 from tests.helpers import TINY, plain
@@ -66,7 +66,7 @@ def test_packed_per_token_losses_equal_one_by_one(tok, sample_rows, tmp_path, at
                 alone_losses.append(per_token_loss(model(input_ids=ids[None]).logits[0], labels))
                 offset += length
         packed_losses, alone_losses = torch.cat(packed_losses), torch.cat(alone_losses)
-        assert packed_losses.shape == alone_losses.shape and packed_losses.numel() > 100
+        assert packed_losses.shape == alone_losses.shape and packed_losses.numel() > 60
         assert (packed_losses - alone_losses).abs().max() < 1e-5
         # Without the block mask (a padding mask + restarted position ids), samples leak into each other.
         leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
@@ -104,6 +104,7 @@ def test_truncation_keeps_the_mask_on_what_remains_and_drops_empty_rows(tok, cap
     assert "train: dropped 1 of 2 rows with no assistant token left within max_length=24" in caplog.text
 
 
+@pytest.mark.slow
 def test_packed_training_run(tmp_path):
     trainer, _ = setup(plain(*TINY, "trainer.packing=true", "trainer.max_length=512", "trainer.max_steps=4"),
                        RunDir(tmp_path))

@@ -1,6 +1,11 @@
 """Real training runs of the embedded tiny model through the real entrypoint."""
 
 import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,15 +40,20 @@ def lora_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_dir_holds_every_record(lora_run):
     for name in [".hydra/config.yaml", ".hydra/overrides.yaml", "adapter/adapter_config.json",
                  "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/chat_template.jinja",
-                 "base_model/model.safetensors", "metrics.json", "log_history.json", "run_manifest.json"]:
+                 "base_model/model.safetensors", "metrics.json", "log_history.json", "run_manifest.json", "train.log"]:
         assert (lora_run / name).is_file(), name
     m = read(lora_run / "metrics.json")
     assert m["global_step"] == 12 and m["train_tokens"] > 0 and m["train_tokens_per_s"] > 0
     assert m["eval_loss"] < m["first_eval_loss"]  # it learns, even in 12 steps
     assert m["peak_memory"]["cpu_rss_mib"] > 0 and m["train_runtime_s"] > 0
+    # both train losses, named for what they are
+    history = read(lora_run / "log_history.json")
+    assert m["train_loss_last"] == [h["loss"] for h in history if "loss" in h][-1]
+    assert m["train_loss_mean"] == history[-1]["train_loss"] and m["train_loss_mean"] != m["train_loss_last"]
     manifest = read(lora_run / "run_manifest.json")
     assert manifest["status"] == "finished" and manifest["seed"] == 42
     assert manifest["config"]["lora"]["r"] == 16  # resolved, not ${...}
@@ -51,20 +61,47 @@ def test_run_dir_holds_every_record(lora_run):
     assert {"commit", "dirty"} <= set(manifest["git"]) and manifest["hardware"]["cpu_count"] >= 1
 
 
-def test_reproduce_from_saved_config_gives_the_same_losses(lora_run, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_records_follow_the_umask(lora_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "log_history.json", "run_manifest.json"):
+        assert stat.S_IMODE((lora_run / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+@pytest.mark.slow
+def test_checkpoints_readme_names_the_base_model(lora_run):
+    readme = (lora_run / "checkpoints" / "README.md").read_text()
+    assert f"fine-tuning `{lora_run / 'base_model'}`" in readme and "None" not in readme
+    assert read(lora_run / "run_manifest.json")["command"] in readme
+
+
+@pytest.mark.slow
+def test_the_recorded_command_runs_the_same_run_again(lora_run, tmp_path):
+    command = read(lora_run / "run_manifest.json")["command"]
+    assert command == shlex.join(["python", "-m", "sft_sweep", *TINY])  # what was typed, without the run dir
+    args = shlex.split(command)[3:]
+    assert run_cli(*args, f"hydra.run.dir={tmp_path / 'pasted'}") == 0
+    assert losses(tmp_path / "pasted") == losses(lora_run)
+
+
+@pytest.mark.slow
+def test_reproduce_from_saved_config_lands_in_outputs_runs_with_the_same_losses(lora_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --config-path, as the README shows it
     (tmp_path / "runs").symlink_to(lora_run.parent)
-    again = tmp_path / "again"
-    code = run_cli("--config-path", f"runs/{lora_run.name}/.hydra", "--config-name", "config",
-                   f"hydra.run.dir={again}")
-    assert code == 0
+    assert run_cli("--config-path", f"runs/{lora_run.name}/.hydra", "--config-name", "config") == 0
+    [again] = list((tmp_path / "outputs" / "runs").iterdir())  # like any run, not outputs/<date>/<time>
     original, reproduced = losses(lora_run), losses(again)
     assert len(original) == 6 and [s for s, _ in original] == [s for s, _ in reproduced]
     for (_, a), (_, b) in zip(original, reproduced):
         assert abs(a - b) <= 1e-6
     assert abs(read(again / "metrics.json")["eval_loss"] - read(lora_run / "metrics.json")["eval_loss"]) <= 1e-6
+    # and the run dir it wrote is protected like any other
+    assert run_cli("--config-path", f"runs/{lora_run.name}/.hydra", "--config-name", "config",
+                   f"hydra.run.dir={again}") == 2
 
 
+@pytest.mark.slow
 def test_finished_run_dir_is_never_overwritten(lora_run, capsys):
     before = (lora_run / ".hydra/config.yaml").read_text()
     stamp = (lora_run / "metrics.json").stat().st_mtime_ns
@@ -74,13 +111,46 @@ def test_finished_run_dir_is_never_overwritten(lora_run, capsys):
     assert (lora_run / "metrics.json").stat().st_mtime_ns == stamp
 
 
-def test_missing_data_file_is_one_line_naming_the_path(tmp_path, capsys):
-    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", "data=local", f"data.path={tmp_path}/none.jsonl") == 2
+def test_a_failed_run_records_its_error(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert run_cli(f"hydra.run.dir={run_dir}", "data=local", f"data.path={tmp_path}/none.jsonl") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"error: data file not found: {tmp_path}/none.jsonl"
-    assert not (tmp_path / "r" / "metrics.json").exists()
+    assert err == [f"error: data file not found: {tmp_path}/none.jsonl"]  # one line, nothing else
+    manifest = read(run_dir / "run_manifest.json")
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == f"UserError: data file not found: {tmp_path}/none.jsonl"
+    assert f"run failed: UserError: data file not found: {tmp_path}/none.jsonl" in (run_dir / "train.log").read_text()
+    assert not (run_dir / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("override, message", [
+    ("optim.learning_rate=-1e-4", "optim.learning_rate=-0.0001: must be a positive number"),
+    ("lora.r=0", "lora.r=0: the LoRA rank must be a positive integer"),
+    ("+trainer.max_stpes=5", "trainer.max_stpes is not an argument of trl.SFTConfig (did you mean trainer.max_steps?)"),
+    ("+lora.rank=8", "lora.rank is not an argument of peft.LoraConfig"),
+    ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size=0: must be a positive number"),
+])
+def test_bad_values_fail_in_one_line_before_any_heavy_work(override, message, tmp_path, capsys):
+    run_dir, cache = tmp_path / "r", tmp_path / "cache"
+    assert run_cli(f"hydra.run.dir={run_dir}", f"data.cache_dir={cache}", override) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    assert not cache.exists() and not (run_dir / "base_model").exists()  # no data prepared, no model built
+    assert read(run_dir / "run_manifest.json")["status"] == "failed"
+
+
+def test_an_uncached_preset_offline_fails_at_once_in_one_line(tmp_path):
+    # An endpoint that refuses connections: what a machine without network sees, without retries.
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    proc = subprocess.run([sys.executable, "-m", "sft_sweep", "model=qwen3_4b", f"hydra.run.dir={tmp_path / 'r'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()  # no retry warnings before it
+    assert line.startswith("error: cannot load tokenizer 'Qwen/Qwen3-4B' from the local Hugging Face cache "
+                           "(the hub is unreachable)") and line.endswith("set model.name_or_path to a local directory")
+
+
+@pytest.mark.slow
 def test_lora_trains_adapter_and_leaves_base_weights_unchanged(tmp_path):
     c = plain(*TINY)
     trainer, _ = setup(c, RunDir(tmp_path))
@@ -94,6 +164,7 @@ def test_lora_trains_adapter_and_leaves_base_weights_unchanged(tmp_path):
     assert len(changed) == len([n for n in trainable if "lora_B" in n])
 
 
+@pytest.mark.slow
 def test_lora_rank_32_from_command_line(tmp_path):
     run_dir = tmp_path / "r32"
     assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=2", "lora.r=32") == 0
@@ -105,6 +176,7 @@ def test_lora_rank_32_from_command_line(tmp_path):
     assert yaml.safe_load((run_dir / ".hydra/overrides.yaml").read_text())[-1] == "lora.r=32"
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_changes_the_weights(tmp_path):
     trainer, _ = setup(plain(*TINY, "lora=none", "trainer.max_steps=3"), RunDir(tmp_path))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -114,6 +186,7 @@ def test_full_fine_tuning_changes_the_weights(tmp_path):
     assert sum(not torch.equal(before[n], after[n]) for n in before) == len(before)
 
 
+@pytest.mark.slow
 def test_qlora_on_cpu_quantizes_to_4bit_and_trains(tmp_path):
     import bitsandbytes as bnb
 
@@ -138,6 +211,7 @@ def test_qlora_on_cpu_quantizes_to_4bit_and_trains(tmp_path):
     assert evals[-1] < evals[0]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_logged_and_closed(tmp_path):
     import wandb
 
@@ -150,7 +224,7 @@ def test_wandb_offline_run_is_logged_and_closed(tmp_path):
     logged = {key: value for row in history(next(offline[0].glob("*.wandb"))) for key, value in row.items()}
     # the evaluation tables (one row per eval conversation, one per probe) and the training curve
     assert logged["eval/samples/_type"] == "table-file" and logged["eval/samples/nrows"] == 16
-    assert logged["eval/probes/nrows"] == 3 and "train/loss" in logged
+    assert logged["eval/probes/nrows"] == 5 and "train/loss" in logged  # the tiny preset's five probes
     # a failing run closes its W&B run too
     assert run_cli(f"hydra.run.dir={tmp_path / 'bad'}", "logger=wandb", "data=local",
                    f"data.path={tmp_path}/none.jsonl") == 2
@@ -158,11 +232,22 @@ def test_wandb_offline_run_is_logged_and_closed(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_run_halves_eval_loss_within_two_minutes(tmp_path):
+def test_default_run_learns_its_tasks(tmp_path):
+    """`python -m sft_sweep` as the README's first command: the embedded model learns the sample tasks."""
     assert run_cli(f"hydra.run.dir={tmp_path / 'default'}", f"data.cache_dir={tmp_path / 'cache'}") == 0
     m = read(tmp_path / "default" / "metrics.json")
-    assert m["eval_loss"] <= 0.5 * m["first_eval_loss"]
-    # the bundled JSON task, answered before and after training (greedy, the training template)
-    assert m["before_training"]["n_json"] >= 40 and m["before_training"]["json_validity"] <= 0.1
-    assert m["eval_json_validity"] >= 0.9 and m["eval_usability"] > m["before_training"]["usability"]
-    assert m["train_and_eval_wall_s"] < 120  # on 2 otherwise idle cores it takes ~45 s
+    assert m["eval_loss"] <= 0.1 * m["first_eval_loss"]
+    by_kind, before = m["eval_exact_match_by_tag"], m["before_training"]
+    assert by_kind["sentiment"] >= 0.9 and by_kind["arithmetic"] >= 0.5  # the README's promise
+    assert by_kind["follow_up"] >= 0.3 and by_kind["zh"] >= 0.5
+    assert set(by_kind) == {"arithmetic", "follow_up", "sentiment", "tool_call", "zh"}
+    assert all(v == 0 for v in before["exact_match_by_tag"].values())  # nothing of it before training
+    # not a constant answer dressed up as valid JSON
+    assert m["eval_json_validity"] == 1.0 and before["json_validity"] == 0.0
+    assert m["eval_answer_diversity"] >= 0.7 and not m["eval_collapsed_answers"]
+    assert m["eval_top_answer_share"] < 0.2
+    probes = (tmp_path / "default" / "probes.md").read_text()
+    assert '| Classify the sentiment of this review and answer in JSON: The coffee was excellent. | ' in probes
+    assert probes.count('{"sentiment": "positive"}') == 1 and probes.count('{"sentiment": "negative"}') == 1
+    assert "| Anna has 3 pens and gets 4 more. How many pens does Anna have now? | " in probes
+    assert probes.split("How many pens does Anna have now? | ")[1].split(" | ")[1].startswith("7 |")

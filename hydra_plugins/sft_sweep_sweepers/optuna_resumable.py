@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import optuna
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from sft_sweep.config import register_resolvers
 from sft_sweep.run_dir import SweepDir, append_jsonl
 
@@ -67,7 +67,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
                 run_dir = self.sweep_dir.trial(trial.number)
                 run_dir.set_status("interrupted", error="the sweep was stopped while this trial ran")
-                append_jsonl(self.sweep_dir.trials, {"trial": trial.number, "params": trial.params, "status": "interrupted",
+                append_jsonl(self.sweep_dir.trials, {"trial": trial.number, "params": trial.params,
+                                                     "status": "interrupted",
                                                  "run_dir": str(run_dir.path)})
                 log.warning("trial %d was interrupted: marked failed, and owed again", trial.number)
         trials = study.get_trials(deepcopy=False)

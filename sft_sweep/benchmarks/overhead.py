@@ -35,7 +35,8 @@ def main():
             times["sft_sweep"].append(timed([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={tmp}/ours{i}",
                                               "eval.enabled=false", "trainer.max_steps=200",
                                               f"data.cache_dir={tmp}/cache{i}"]))
-            times["plain_trl"].append(timed([sys.executable, "-m", "sft_sweep.benchmarks.plain_trl", f"{tmp}/plain{i}"]))
+            plain_cmd = [sys.executable, "-m", "sft_sweep.benchmarks.plain_trl", f"{tmp}/plain{i}"]
+            times["plain_trl"].append(timed(plain_cmd))
             print(f"repeat {i}: sft_sweep {times['sft_sweep'][-1]:.1f}s  plain TRL {times['plain_trl'][-1]:.1f}s",
                   flush=True)
     ours, plain = statistics.median(times["sft_sweep"]), statistics.median(times["plain_trl"])

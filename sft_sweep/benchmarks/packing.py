@@ -27,7 +27,8 @@ def measure(packing: bool, steps: int, tmp: str) -> dict:
     for batch in trainer.get_train_dataloader():
         total += batch["input_ids"].numel()
         if "seq_lengths" in trainer.train_dataset.column_names:
-            real += int((batch["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1) & (batch["input_ids"] != pad_id)).sum())
+            own_position = batch["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1)
+            real += int((own_position & (batch["input_ids"] != pad_id)).sum())
         else:
             real += int(batch["attention_mask"].sum())
     started = time.perf_counter()

@@ -1,6 +1,7 @@
 """Data tools, on the same composed config as training.
 
     python -m sft_sweep.data check path/to/file.jsonl        # or: check data=mixture
+    python -m sft_sweep.data check cmath.jsonl data.format=mapping 'data.field_map={input: user, golden: assistant}'
     python -m sft_sweep.data prepare data=mixture             # write the prepared folder, print it
     python -m sft_sweep.data inspect data=sample model=tiny n=3   # rendered samples, trained tokens marked
 """
@@ -131,8 +132,11 @@ def inspect(cfg: dict, n: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE.strip())
+        return 0
     if not argv or argv[0] not in ("check", "prepare", "inspect"):
-        print(USAGE, file=sys.stderr)
+        print(USAGE.strip(), file=sys.stderr)
         return 2
     try:
         cfg, extra = load_config(argv[1:])

@@ -31,7 +31,8 @@ def test_messages_rows_with_tool_calls_chinese_and_bad_lines():
     assert [m["content"] for m in rows[4]["messages"]] == ["ctrlchar", "cleaned"]
     path = F / "messages.jsonl"
     assert problems.as_dict() == {
-        "invalid JSON: Expecting ',' delimiter": {"count": 1, "first": [f"{path}:5: invalid JSON: Expecting ',' delimiter"]},
+        "invalid JSON: Expecting ',' delimiter": {"count": 1,
+                                                  "first": [f"{path}:5: invalid JSON: Expecting ',' delimiter"]},
         "no assistant turn": {"count": 1, "first": [f"{path}:6: no assistant turn"]},
         "tool-call arguments are not valid JSON: '{not json'": {
             "count": 1, "first": [f"{path}:7: tool-call arguments are not valid JSON: '{{not json'"]},
@@ -112,7 +113,8 @@ def test_over_long_answers_are_cut(tmp_path):
 
 def test_invalid_utf8_is_reported(tmp_path):
     path = tmp_path / "surrogate.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "bad \\ud800"}, {"role": "assistant", "content": "x"}]}\n')
+    path.write_text('{"messages": [{"role": "user", "content": "bad \\ud800"}, '
+                    '{"role": "assistant", "content": "x"}]}\n')
     with pytest.raises(UserError, match=rf"^{path}:1: text is not valid UTF-8$"):
         load_rows({"path": str(path), "format": "auto", "field_map": None, "split": "train", "name": "s"}, None,
                   Problems("raise"))

@@ -7,11 +7,11 @@ import pytest
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
+from sft_sweep.config import asset_path
 from sft_sweep.data import build_datasets
 from sft_sweep.data.__main__ import main as data_cli
 from sft_sweep.data.prepare import prepare, run_pipeline
 from sft_sweep.errors import UserError
-from sft_sweep.config import asset_path
 from tests.helpers import FIXTURES, plain
 
 F = FIXTURES / "formats"
@@ -109,8 +109,8 @@ def test_tokenized_cache_is_reused(tmp_path, monkeypatch):
 
 def test_sample_data_after_dedup(tmp_path):
     train, val, report = run_pipeline(data_cfg(tmp_path))
-    assert report["sources"]["sample"]["duplicates_within"] == 254
-    assert (len(train), len(val)) == (1931, 215)
+    assert report["sources"]["sample"]["duplicates_within"] == 243
+    assert (len(train), len(val)) == (1941, 216)
 
 
 def test_check_cli_reports(tmp_path, capsys):
@@ -125,7 +125,7 @@ def test_prepare_and_inspect_cli(tmp_path, capsys):
     assert data_cli(["prepare", "data=mixture", f"data.cache_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     folder = out.strip().split(" in ")[-1]
-    assert json.loads(open(f"{folder}/report.json").read())["mixed_rows"] == 2580
+    assert json.loads(open(f"{folder}/report.json").read())["mixed_rows"] == 2583
     assert data_cli(["inspect", "n=2", f"data.cache_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert out.count("tokens trained)") == 2 and "[[" in out and "<|im_end|>]]" in out

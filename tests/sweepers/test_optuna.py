@@ -23,6 +23,7 @@ def trials(sweep_dir):
     return [json.loads(line) for line in (sweep_dir / "trials.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
     sweep = tmp_path / "sweep"
     assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
@@ -56,6 +57,7 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
                                                                                          abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.params=null", "lora.r=choice(8,-1)",
@@ -106,3 +108,25 @@ def test_interrupted_sweep_resumes_only_the_owed_trials(tmp_path):
     assert all((sweep / str(i) / "metrics.json").is_file() for i in (0, 2, 3))
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_trial"] in (0, 2, 3) and results["trials"] == {"complete": 3, "failed": 1}
+
+
+@pytest.mark.slow
+def test_readme_commands_sweep_resume_and_reproduce_in_the_stable_dir(tmp_path, monkeypatch, capsys):
+    """The README's commands as a new user types them (plus a small budget), from a fresh directory."""
+    monkeypatch.chdir(tmp_path)
+    command = ["--multirun", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *FAST]
+    assert run_cli(*command) == 0
+    sweep = tmp_path / "outputs" / "sweeps" / "sft_sweep_optuna"  # the stable dir, not a timestamp
+    assert [p.name for p in (tmp_path / "outputs" / "sweeps").iterdir()] == ["sft_sweep_optuna"]
+    first = trials(sweep)
+    assert [r["trial"] for r in first] == [0, 1]
+    # the same command again: the study is done, nothing runs twice
+    assert run_cli(*command) == 0
+    assert trials(sweep) == first and not (sweep / "2").exists()
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    capsys.readouterr()
+    assert reproduce(["outputs/sweeps/sft_sweep_optuna", "--best"]) == 0
+    assert "running: python -m sft_sweep --config-path" in capsys.readouterr().out
+    [again] = list((tmp_path / "outputs" / "runs").iterdir())
+    assert json.loads((again / "metrics.json").read_text())["eval_loss"] == pytest.approx(results["best_value"],
+                                                                                         abs=1e-6)
