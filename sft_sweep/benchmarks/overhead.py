@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The plain script's schedule (plain_trl.py), instead of the tiny preset's packed 7 epochs.
+SAME_SCHEDULE = ["eval.enabled=false", "trainer.max_steps=200", "trainer.packing=false", "trainer.max_length=1024",
+                 "trainer.per_device_train_batch_size=8", "trainer.eval_steps=50", "trainer.logging_steps=10"]
 
 
 def timed(cmd: list[str]) -> float:
@@ -33,8 +36,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             times["sft_sweep"].append(timed([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={tmp}/ours{i}",
-                                              "eval.enabled=false", "trainer.max_steps=200",
-                                              f"data.cache_dir={tmp}/cache{i}"]))
+                                              *SAME_SCHEDULE, f"data.cache_dir={tmp}/cache{i}"]))
             plain_cmd = [sys.executable, "-m", "sft_sweep.benchmarks.plain_trl", f"{tmp}/plain{i}"]
             times["plain_trl"].append(timed(plain_cmd))
             print(f"repeat {i}: sft_sweep {times['sft_sweep'][-1]:.1f}s  plain TRL {times['plain_trl'][-1]:.1f}s",
