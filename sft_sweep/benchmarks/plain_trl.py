@@ -21,9 +21,9 @@ from sft_sweep.config import asset_path
 
 out = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
-config = AutoConfig.for_model("qwen3", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
-                              pad_token_id=tokenizer.pad_token_id, use_cache=False)
+config = AutoConfig.for_model("qwen3", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                              tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, use_cache=False)
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 rows = [json.loads(line) for line in open(asset_path("sample/chat.jsonl"), encoding="utf-8")]
