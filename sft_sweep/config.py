@@ -118,7 +118,10 @@ def validate(c: dict) -> None:
     _unknown_keys("optim", c["optim"], _fields(SFTConfig), "trl.SFTConfig")
     _unknown_keys("trainer", c["trainer"], _fields(SFTConfig), "trl.SFTConfig")
     if c["lora"]:
-        _unknown_keys("lora", (k for k in c["lora"] if k != "quantization"), _fields(LoraConfig), "peft.LoraConfig")
+        from sft_sweep.model import NOT_LORA_CONFIG
+
+        _unknown_keys("lora", (k for k in c["lora"] if k not in NOT_LORA_CONFIG), _fields(LoraConfig),
+                      "peft.LoraConfig")
         r = c["lora"].get("r")
         if not isinstance(r, int) or isinstance(r, bool) or r < 1:
             raise UserError(f"lora.r={r!r}: the LoRA rank must be a positive integer")
@@ -130,6 +133,11 @@ def validate(c: dict) -> None:
         value = _get(c, key)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise UserError(f"{key}={value!r}: must be zero or positive")
+    if c["trainer"].get("packing"):
+        from sft_sweep.model import resolve_attn_implementation
+        from sft_sweep.packing import check_isolated
+
+        check_isolated(resolve_attn_implementation(c["model"]["attn_implementation"]))
     steps, epochs = c["trainer"].get("max_steps", -1), c["trainer"].get("num_train_epochs", 1)
     if not isinstance(steps, int) or steps == 0 or (steps < 0 and not epochs > 0):
         raise UserError(f"trainer.max_steps={steps!r}, trainer.num_train_epochs={epochs!r}: "

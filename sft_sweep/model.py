@@ -124,11 +124,25 @@ def build_quantization_config(lora_cfg: dict | None) -> BitsAndBytesConfig | Non
     return BitsAndBytesConfig(**quant)
 
 
+NOT_LORA_CONFIG = ("quantization", "autocast_adapter_dtype")  # keys of the lora group that feed other classes
+
+
 def build_lora_config(lora_cfg: dict | None) -> LoraConfig | None:
     if not lora_cfg:
         return None  # full fine-tuning
-    kwargs = {k: v for k, v in lora_cfg.items() if k != "quantization"}
-    return LoraConfig(**kwargs)
+    return LoraConfig(**{k: v for k, v in lora_cfg.items() if k not in NOT_LORA_CONFIG})
+
+
+def add_lora(model, lora_cfg: dict | None):
+    """The model with its LoRA adapter (PEFT's get_peft_model), or the model itself for full fine-tuning.
+    `lora.autocast_adapter_dtype: true` (PEFT's default) keeps the adapter in float32 under a bf16 base,
+    so every adapted layer casts its input and output; false keeps it in the base model's dtype."""
+    if not lora_cfg:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, build_lora_config(lora_cfg),
+                          autocast_adapter_dtype=lora_cfg.get("autocast_adapter_dtype", True))
 
 
 def build_model(model_cfg: dict, lora_cfg: dict | None, path: str):
@@ -148,10 +162,11 @@ def build_model(model_cfg: dict, lora_cfg: dict | None, path: str):
     except OSError as exc:
         raise _hub_error("model", path, exc) from None
     if quantization is not None:
-        from peft import prepare_model_for_kbit_training
-
+        # Not peft.prepare_model_for_kbit_training: without gradient checkpointing all it adds to what
+        # PEFT's wrapping does (freezing the base) is an fp32 copy of every non-4-bit weight -- for
+        # Qwen3-4B the 389M-parameter tied embedding/head -- which costs memory and speed and buys
+        # nothing under bf16 compute. (Activation checkpointing's input grads are TRL's to enable.)
         keep_cpu_4bit_weights_trainable(model)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 

@@ -11,9 +11,23 @@ import torch
 from trl.data_utils import pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from sft_sweep.errors import UserError
+
+MASKED = ("sdpa", "eager")  # take our explicit block-diagonal mask
+
 
 def uses_varlen_kernel(attn_implementation: str) -> bool:
-    return attn_implementation.startswith("flash") or "flash" in attn_implementation
+    """flash_attention_2/3 (and hub flash kernels): packed samples kept apart by restarted position ids."""
+    return "flash" in attn_implementation
+
+
+def check_isolated(attn_implementation: str) -> None:
+    """Packing is only accepted where packed samples provably cannot see each other."""
+    if attn_implementation not in MASKED and not uses_varlen_kernel(attn_implementation):
+        raise UserError(
+            f"model.attn_implementation={attn_implementation} cannot keep packed samples apart (transformers applies "
+            f"our block-diagonal mask to its scores as a bias, not a mask); with trainer.packing=true use sdpa, eager "
+            f"or flash_attention_2")
 
 
 def plan(train_data, trainer_cfg: dict, attn_implementation: str, pad_token_id: int):

@@ -17,13 +17,7 @@ from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import RunDiverged, UserError
 from sft_sweep.evaluation import Evaluation
-from sft_sweep.model import (
-    base_model_path,
-    build_lora_config,
-    build_model,
-    build_tokenizer,
-    resolve_attn_implementation,
-)
+from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
@@ -67,14 +61,13 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
     base = base_model_path(c["model"], tokenizer, run_dir.base_model)
-    model = build_model(c["model"], c["lora"], base)
+    model = add_lora(build_model(c["model"], c["lora"], base), c["lora"])
     attn = resolve_attn_implementation(c["model"]["attn_implementation"])
     train_data, collator, trainer_cfg = packing.plan(data.train, c["trainer"], attn, tokenizer.pad_token_id)
     args = build_sft_config(c["optim"], trainer_cfg, output_dir=str(run_dir.checkpoints), seed=c["seed"],
                             report_to=["wandb"] if wandb_run else [], run_name=run_dir.path.name)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
-                         data_collator=collator, processing_class=tokenizer,
-                         peft_config=build_lora_config(c["lora"]))
+                         data_collator=collator, processing_class=tokenizer)
     trainer.add_callback(CheckpointsReadme(base, pasteable_command()))
     if c["monitor"]["enabled"]:
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))

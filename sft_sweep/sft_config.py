@@ -1,6 +1,8 @@
 """trl.SFTConfig from the `optim` and `trainer` groups (whose keys are its arguments) plus what the
 run decides: where checkpoints go, the seed, W&B, the run name."""
 
+import importlib.util
+
 import torch
 from trl import SFTConfig
 
@@ -14,6 +16,8 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
     kwargs = {**optim_cfg, **trainer_cfg}
     if kwargs.get("bf16") == "auto":
         kwargs["bf16"] = bf16_supported()
+    if kwargs.get("use_liger_kernel") == "auto":  # Liger's RMSNorm/SwiGLU/RoPE kernels: CUDA + installed
+        kwargs["use_liger_kernel"] = torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
     if kwargs.pop("assistant_only_loss", False):
         # The dataset arrives tokenized with sft-sweep's own `assistant_masks` (masking.py), which
         # SFTTrainer always applies; TRL's flag would re-render conversations and raises on

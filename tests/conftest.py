@@ -34,3 +34,24 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The embedded tiny model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from sft_sweep.config import asset_path
+
+    return AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def sample_rows():
+    """The first 60 conversations of the bundled sample data."""
+    import json
+
+    from sft_sweep.config import asset_path
+
+    rows = [json.loads(line) for line in open(asset_path("sample/chat.jsonl"), encoding="utf-8")][:60]
+    return [{"messages": r["messages"], "tools": r.get("tools")} for r in rows]

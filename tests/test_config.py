@@ -140,3 +140,22 @@ def test_sweeps_keep_a_stable_dir_so_the_same_command_resumes(search, name):
     assert dict(cfg.hydra.sweeper.params) == {  # the one search space both sweepers share
         "optim.learning_rate": "tag(log, interval(1e-5, 1e-3))", "lora.r": "choice(8, 16, 32, 64)",
         "trainer.per_device_train_batch_size": "choice(2, 4, 8)", "optim.warmup_steps": "interval(0.0, 0.2)"}
+
+
+def test_transformers_bound_is_the_first_release_with_activation_checkpointing():
+    import dataclasses
+    import tomllib
+
+    import transformers
+    from packaging.version import Version
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "transformers>=5.23,<6" in deps
+    assert Version(transformers.__version__) >= Version("5.23")
+    assert "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU default")
+def test_cuda_only_kernels_stay_off_on_cpu(tmp_path):
+    args = sft_config(plain(), tmp_path)
+    assert args.use_liger_kernel is False and args.bf16 is False

@@ -1,10 +1,11 @@
 """The embedded tiny model and the one-line error for an unreachable hub."""
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from sft_sweep.errors import UserError
-from sft_sweep.model import build_model, build_tokenizer, materialize_random_init
+from sft_sweep.model import add_lora, build_model, build_tokenizer, materialize_random_init
 from tests.helpers import plain
 
 
@@ -30,3 +31,36 @@ def test_unreachable_hub_gives_one_line_error_naming_the_fix():
     assert "\n" not in msg and "'Qwen/Qwen3-4B'" in msg and "set model.name_or_path to a local directory" in msg
     with pytest.raises(UserError, match="set model.name_or_path to a local directory"):
         build_model(c, None, c["name_or_path"])
+
+
+def params_by_dtype(model) -> dict:
+    out = {}
+    for p in model.parameters():
+        out[p.dtype] = out.get(p.dtype, 0) + p.numel() * p.element_size()
+    return out
+
+
+def test_qlora_keeps_every_non_4bit_weight_in_the_models_dtype(tmp_path):
+    """peft.prepare_model_for_kbit_training would copy the embeddings, norms and head to float32."""
+    import bitsandbytes as bnb
+    from peft import prepare_model_for_kbit_training
+
+    c = plain("lora=qlora", "model.dtype=bfloat16")
+    path = str(materialize_random_init(c["model"], build_tokenizer(c["model"]), tmp_path))
+    model = build_model(c["model"], c["lora"], path)
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 14
+    kept = params_by_dtype(model)
+    assert torch.float32 not in kept and kept[torch.bfloat16] > 0
+    upcast = params_by_dtype(prepare_model_for_kbit_training(build_model(c["model"], c["lora"], path),
+                                                             use_gradient_checkpointing=False))
+    assert torch.bfloat16 not in upcast and upcast[torch.float32] == 2 * kept[torch.bfloat16]
+
+
+@pytest.mark.parametrize("autocast, adapter_dtype", [(True, torch.float32), (False, torch.bfloat16)])
+def test_adapter_dtype_follows_autocast_adapter_dtype(autocast, adapter_dtype, tmp_path):
+    c = plain("model.dtype=bfloat16", f"lora.autocast_adapter_dtype={str(autocast).lower()}")
+    path = str(materialize_random_init(c["model"], build_tokenizer(c["model"]), tmp_path))
+    model = add_lora(build_model(c["model"], c["lora"], path), c["lora"])
+    adapters = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+    base = {p.dtype for n, p in model.named_parameters() if "lora_" not in n and "modules_to_save" not in n}
+    assert adapters == {adapter_dtype} and base == {torch.bfloat16}
