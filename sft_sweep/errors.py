@@ -9,3 +9,7 @@ class RunDiverged(UserError):
     """The training monitor stopped a run as diverged; its records are written, and a sweep counts it failed."""
 
     exit_code = 3
+
+
+class TrialPruned(UserError):
+    """An Optuna sweep's pruner stopped this trial early; its records are written (status pruned)."""

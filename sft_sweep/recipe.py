@@ -15,10 +15,11 @@ from trl import SFTTrainer
 from sft_sweep import config, dist, logger, packing
 from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
 from sft_sweep.data import build_datasets
-from sft_sweep.errors import RunDiverged, UserError
+from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
+from sft_sweep.optuna_trial import OptunaReporter, current_trial
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.tune_report import TuneReporter, in_tune_trial
@@ -73,6 +74,8 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
     if in_tune_trial():  # an ASHA sweep: report each evaluation so weak trials stop early
         trainer.add_callback(TuneReporter(run_dir.tune_progress))
+    if trial := current_trial(c["optimized_metric"]):  # an Optuna sweep: the same, to the trial's pruner
+        trainer.add_callback(OptunaReporter(trial, c["optimized_metric"]))
     if wandb_run is not None:
         trainer.add_callback(logger.WandbRecords(wandb_run))
     return trainer, data.validation_rows
@@ -106,16 +109,22 @@ def record(c: dict, trainer: SFTTrainer, train_output: dict, evaluation: Evaluat
     trainer.save_model(str(weights))  # the adapter only, for LoRA (rank 0 writes it under DDP)
     if dist.is_main_process():
         trainer.processing_class.save_pretrained(str(weights))
-    metrics = {**training_metrics(trainer, train_output), **final_eval, **evaluation.after(run_dir)}
+    metrics = training_metrics(trainer, train_output)
+    # A pruned trial stops at once: its curve and records, not the answer-level evaluation.
+    metrics.update({**final_eval, **({} if metrics["pruned_at_step"] else evaluation.after(run_dir))})
     if c["optimized_metric"] not in metrics:
         raise UserError(f"optimized_metric={c['optimized_metric']!r} is not among the run's metrics: "
                         f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
     if dist.is_main_process():
-        run_dir.write_records(trainer.state.log_history, metrics, "diverged" if metrics["diverged"] else "finished")
+        status = "diverged" if metrics["diverged"] else "pruned" if metrics["pruned_at_step"] else "finished"
+        run_dir.write_records(trainer.state.log_history, metrics, status)
         fire_on_record(trainer, metrics, evaluation)
     if metrics["diverged"]:
         raise RunDiverged(f"training diverged (stopped at step {metrics['global_step']}); "
                           f"see {run_dir.monitor_events}")
+    if metrics["pruned_at_step"]:
+        raise TrialPruned(f"pruned at step {metrics['pruned_at_step']} "
+                          f"({c['optimized_metric']}={metrics[c['optimized_metric']]:.4f})")
     log.info("finished: %s=%.4f (first eval %.4f), %d steps, %.0f tokens/s -> %s", c["optimized_metric"],
              metrics[c["optimized_metric"]], metrics["first_eval_loss"] or float("nan"), metrics["global_step"],
              metrics["train_tokens_per_s"], run_dir.path)
@@ -138,5 +147,6 @@ def training_metrics(trainer: SFTTrainer, train_output: dict) -> dict:
         "peak_memory": peak_memory_mib(),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "diverged": bool(monitor and monitor.state.diverged),
+        "pruned_at_step": reporter.pruned_at if (reporter := OptunaReporter.of(trainer)) else None,
         "monitor": monitor.summary() if monitor else None,
     }

@@ -16,7 +16,7 @@
       metrics.json                written last: the run is *finished* once it exists
 
 A finished run dir is never reused unless overwrite=true. The manifest's `status` says how the run
-ended: started (still running, or killed) | finished | diverged | failed | interrupted.
+ended: started (still running, or killed) | finished | diverged | pruned | failed | interrupted.
 """
 
 import json
@@ -36,7 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sft_sweep import dist
-from sft_sweep.errors import RunDiverged, UserError
+from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 
 log = logging.getLogger("sft_sweep")
 PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
@@ -130,7 +130,7 @@ class RunDir:
 
     def fail(self, exc: BaseException) -> None:
         """Record how the run ended early: the error in train.log and the manifest."""
-        status = ("diverged" if isinstance(exc, RunDiverged) else
+        status = ("diverged" if isinstance(exc, RunDiverged) else "pruned" if isinstance(exc, TrialPruned) else
                   "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         # Into train.log only: the console already gets the one-line error (or Hydra's traceback).

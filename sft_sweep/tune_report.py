@@ -30,9 +30,12 @@ def in_tune_trial() -> bool:
 
 
 def report(metrics: dict, step: int, progress_file: Path) -> None:
+    import ray
     from ray import tune
 
-    row = {"step": step, "time": time.time(), **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    node = ray.get_runtime_context().get_node_id()  # which machine of the cluster ran it
+    row = {"step": step, "time": time.time(), "node": node,
+           **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
     append_jsonl(progress_file, row)
     tune.report({k: v for k, v in row.items() if not (isinstance(v, float) and not math.isfinite(v))})
 

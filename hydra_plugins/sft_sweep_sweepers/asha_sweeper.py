@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.core.utils import JobStatus, run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext
 from omegaconf import OmegaConf, open_dict
+
+from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +54,18 @@ ConfigStore.instance().store(group="hydra/sweeper", name="asha", node=AshaSweepe
 
 
 def search_space(params: Dict[str, str], arguments: List[str]):
-    """Hydra sweep grammar -> (Ray Tune search space, fixed overrides). Sweeps on the command line
-    (e.g. lora.r=choice(16,32)) join the space; plain overrides stay fixed for every trial."""
+    """Hydra sweep grammar -> (Ray Tune search space, fixed overrides)."""
     from ray import tune
 
-    parser = OverridesParser.create()
-    space, fixed = {}, []
-    items = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
-    for override in parser.parse_overrides(items):
-        key, value = override.get_key_element(), override.value()
-        if isinstance(value, ChoiceSweep):
-            space[key] = tune.choice(list(value.list))
-        elif isinstance(value, RangeSweep):
-            space[key] = tune.choice(list(override.sweep_iterator()))
-        elif isinstance(value, IntervalSweep):
-            log_scale = "log" in value.tags
-            if isinstance(value.start, int) and isinstance(value.end, int):
-                space[key] = (tune.lograndint if log_scale else tune.randint)(value.start, value.end + 1)
-            else:
-                space[key] = (tune.loguniform if log_scale else tune.uniform)(value.start, value.end)
+    dims, fixed = parse(params, arguments)
+    space = {}
+    for key, dim in dims.items():
+        if dim.choices is not None:
+            space[key] = tune.choice(dim.choices)
+        elif dim.integer:
+            space[key] = (tune.lograndint if dim.log else tune.randint)(dim.low, dim.high + 1)
         else:
-            fixed.append(override.input_line)
+            space[key] = (tune.loguniform if dim.log else tune.uniform)(dim.low, dim.high)
     return space, fixed
 
 
@@ -119,7 +110,7 @@ class AshaSweeper(Sweeper):
             # as they would in a single run; its run dir is <sweep dir>/<trial index>.
             os.chdir(driver_cwd)
             index = trial_index(tune.get_context().get_trial_id())
-            overrides = fixed + [f"{k}={v}" for k, v in sampled.items()] + [f"hydra.sweep.dir={sweep_dir}"]
+            overrides = fixed + as_overrides(sampled) + [f"hydra.sweep.dir={sweep_dir}"]
             setup_globals()
             job_cfg = context.config_loader.load_sweep_config(config, overrides)
             with open_dict(job_cfg):
@@ -208,6 +199,7 @@ class AshaSweeper(Sweeper):
             best = (min(values) if mode == "min" else max(values)) if values else None
             rows.append({"trial": index, "params": {k.removeprefix("config/"): v for k, v in result.config.items()},
                          "status": status, "steps": result.metrics.get("step"), f"best_{metric}": best,
+                         "node": result.metrics.get("node"),
                          "run_dir": str(run_dir.path), **({"reason": str(result.error).splitlines()[0]}
                                                           if result.error is not None else {})})
         rows.sort(key=lambda r: r["trial"])
@@ -225,7 +217,7 @@ class AshaSweeper(Sweeper):
         best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"])
         results = {"name": "asha", "best_params": best["params"], "best_value": best[f"best_{metric}"],
                    "best_trial": best["trial"], "best_run_dir": best["run_dir"],
-                   "best_overrides": fixed + [f"{k}={v}" for k, v in best["params"].items()],
+                   "best_overrides": as_run_overrides(fixed, best["params"]),
                    "trials": {s: sum(r["status"] == s for r in rows)
                               for s in ("completed", "stopped early", "failed", "diverged")}}
         sweep.write_results(results)

@@ -1,45 +1,84 @@
-"""The Ray Tune ASHA sweeper on the tiny model: trials stop early, two run at once, results named."""
+"""The Ray Tune ASHA sweeper on a real two-node Ray cluster started on this machine (`ray start --head` plus a
+second `ray start --address=...`): trials land on both nodes, weak ones stop early, two run at once, and a
+sweep whose driver is killed resumes when the same command runs again."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
 
-from tests.helpers import run_cli
+pytestmark = pytest.mark.slow
+PORT = "6391"
 
 
-@pytest.mark.slow
-def test_asha_stops_weak_trials_early_and_runs_two_at_once(tmp_path):
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """Two Ray nodes of one CPU each, joined over loopback; RAY_AUTH_MODE=token as Ray 2.60 heads expect."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1"}
+    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    subprocess.run(["ray", "start", "--head", f"--port={PORT}", "--include-dashboard=false", *common], env=env,
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["ray", "start", f"--address=127.0.0.1:{PORT}", *common], env=env, check=True,
+                       capture_output=True)
+        yield env
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+
+
+def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driver_is_killed(ray_cluster, tmp_path):
     sweep = tmp_path / "asha"
-    assert run_cli("-m", "hparams_search=asha", "hydra.sweeper.num_samples=5", "trainer.max_steps=12",
-                   "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
-                   "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.num_cpus=2",
-                   "data.val_ratio=0", "data.min_val_size=16", f"hydra.sweep.dir={sweep}") == 0
+    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=6",
+               "trainer.max_steps=12", "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
+               "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.address=auto",
+               "trainer.packing=false", "trainer.per_device_train_batch_size=8", "data.val_ratio=0",
+               "data.min_val_size=16", f"hydra.sweep.dir={sweep}"]
+    # The first driver is killed once trials have reported and Tune has saved its experiment state.
+    driver = subprocess.Popen(command, cwd=tmp_path, env=ray_cluster, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while len(list(sweep.glob("*/tune_progress.jsonl"))) < 2 or not list(sweep.glob("ray/*/experiment_state*")):
+            assert time.time() < deadline and driver.poll() is None
+            time.sleep(0.5)
+        time.sleep(3)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (sweep / "trials.jsonl").exists()  # it did not get to the end
+    subprocess.run(command, cwd=tmp_path, env=ray_cluster, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=600)
+
     rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
-    assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4, 5]
     statuses = [r["status"] for r in rows]
     assert "stopped early" in statuses and "completed" in statuses
+    assert len({r["node"] for r in rows}) == 2  # trials ran on both nodes of the cluster
+    spans = []
     for r in rows:
         progress = [json.loads(line) for line in (sweep / str(r["trial"]) / "tune_progress.jsonl").read_text()
                     .splitlines()]
         assert progress[0]["step"] == 0 and progress[-1]["step"] == r["steps"]  # written before each report
         assert r["best_eval_loss"] == pytest.approx(min(p["eval_loss"] for p in progress))
-        finished = (sweep / str(r["trial"]) / "metrics.json").is_file()
-        assert finished == (r["status"] == "completed")
+        assert (sweep / str(r["trial"]) / "metrics.json").is_file() == (r["status"] == "completed")
         if r["status"] == "stopped early":
             assert r["steps"] < 12
         config = yaml.safe_load((sweep / str(r["trial"]) / ".hydra" / "config.yaml").read_text())
         assert config["lora"]["r"] == r["params"]["lora.r"]  # each trial ran its own sampled config
+        times = [p["time"] for p in progress]
+        spans.append((min(times), max(times)))
+    # one CPU on each node, one CPU per trial: two trials ran at the same time
+    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for (b0, b1) in spans[i + 1:])
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     scored = [r for r in rows if r["status"] in ("completed", "stopped early")]
     best = min(scored, key=lambda r: r["best_eval_loss"])
     assert results["best_trial"] == best["trial"] and results["best_run_dir"] == str(sweep / str(best["trial"]))
     assert f"lora.r={best['params']['lora.r']}" in results["best_overrides"]
-    assert (sweep / "trials.md").read_text().count("\n") == 2 + 5
-    # with 2 CPUs and 1 CPU per trial, two trials ran at the same time
-    spans = []
-    for r in rows:
-        times = [json.loads(line)["time"] for line in (sweep / str(r["trial"]) / "tune_progress.jsonl")
-                 .read_text().splitlines()]
-        spans.append((min(times), max(times)))
-    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for (b0, b1) in spans[i + 1:])
+    assert "hparams_search=asha" not in results["best_overrides"]
+    assert (sweep / "trials.md").read_text().count("\n") == 2 + 6

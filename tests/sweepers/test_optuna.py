@@ -1,4 +1,5 @@
-"""Optuna sweeps on the tiny model: best trial named, W&B runs grouped, failures recorded, resume."""
+"""The Optuna sweeper on the tiny model: pruning, one study shared by workers, resume after SIGKILL, the failure
+budget, the submitit launcher, W&B grouping, the README's commands and the dashboard."""
 
 import json
 import os
@@ -12,18 +13,49 @@ import pytest
 import yaml
 
 from sft_sweep.reproduce import main as reproduce
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
-        "data.min_val_size=16", "trainer.save_strategy=no"]
+        "data.min_val_size=16", "trainer.save_strategy=no", "trainer.packing=false",
+        "trainer.per_device_train_batch_size=8"]
+pytestmark = pytest.mark.slow
 
 
 def trials(sweep_dir):
     return [json.loads(line) for line in (sweep_dir / "trials.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
+def study(sweep_dir, storage="sqlite"):
+    url = f"sqlite:///{sweep_dir}/optuna.db" if storage == "sqlite" else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    return optuna.load_study(study_name="sft_sweep_optuna", storage=url)
+
+
+def test_an_absurd_learning_rate_is_pruned_at_the_first_rung(tmp_path):
+    sweep = tmp_path / "sweep"
+    # Three trials in a fixed order: two sound learning rates, then one that cannot learn in 12 steps.
+    assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.params=null", f"hydra.sweep.dir={sweep}",
+                   "optim.learning_rate=choice(0.005,0.003,0.0000001)", "hydra.sweeper.n_trials=3",
+                   "+hydra.sweeper.enqueue=[{optim.learning_rate: 0.005}, {optim.learning_rate: 0.003}, "
+                   "{optim.learning_rate: 0.0000001}]", "hydra/sweeper/pruner=median",
+                   "hydra.sweeper.pruner.n_startup_trials=2", *FAST, "trainer.max_steps=12",
+                   "trainer.eval_steps=4") == 0
+    rows = trials(sweep)
+    assert [(r["trial"], r["params"]["optim.learning_rate"], r["status"]) for r in rows] == [
+        (0, 0.005, "completed"), (1, 0.003, "completed"), (2, 1e-7, "pruned")]
+    assert rows[2]["pruned_at_step"] == 4 and rows[2]["steps"] == 4  # stopped at the first report, not at 12
+    metrics = json.loads((sweep / "2" / "metrics.json").read_text())
+    assert metrics["global_step"] == 4 and "eval_json_validity" not in metrics  # no answer-level evaluation
+    assert json.loads((sweep / "2" / "run_manifest.json").read_text())["status"] == "pruned"
+    curve = [h["eval_loss"] for h in json.loads((sweep / "2" / "log_history.json").read_text()) if "eval_loss" in h]
+    pruned = study(sweep).trials[2]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.intermediate_values == {4: curve[-1]}
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["trials"] == {"complete": 2, "pruned": 1, "failed": 0, "interrupted": 0}
+    assert "hparams_search=optuna" not in results["best_overrides"]
+
+
 def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
     sweep = tmp_path / "sweep"
     assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
@@ -36,10 +68,9 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
     assert results["best_run_dir"] == str(sweep / str(best["trial"]))
     metrics = json.loads((sweep / str(best["trial"]) / "metrics.json").read_text())
     assert metrics["eval_loss"] == pytest.approx(results["best_value"])
-    # every trial ran with its own sampled config
-    for r in rows:
+    for r in rows:  # every trial ran with its own sampled config
         config = yaml.safe_load((sweep / str(r["trial"]) / ".hydra" / "config.yaml").read_text())
-        lr = float(next(o for o in r["overrides"] if o.startswith("optim.learning_rate=")).split("=")[1])
+        lr = r["params"]["optim.learning_rate"]
         assert config["optim"]["learning_rate"] == pytest.approx(lr) and 1e-5 <= lr <= 1e-3
     records = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
     runs = [run_info(p) for p in records]
@@ -50,40 +81,58 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
     sweep_summary = next(summary(p) for p, r in zip(records, runs) if r["name"] == "sweep-summary")
     assert sweep_summary["best_value"] == pytest.approx(results["best_value"])
     assert sweep_summary["best_trial"] == results["best_trial"]
-    # the best trial reproduces from its saved config
-    again = tmp_path / "again"
-    assert reproduce([str(sweep), "--best", f"hydra.run.dir={again}"]) == 0
-    assert json.loads((again / "metrics.json").read_text())["eval_loss"] == pytest.approx(metrics["eval_loss"],
-                                                                                         abs=1e-6)
 
 
-@pytest.mark.slow
-def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+def test_failed_trials_count_against_the_budget_and_the_sweep_goes_on_until_it_is_spent(tmp_path):
     sweep = tmp_path / "sweep"
-    assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.params=null", "lora.r=choice(8,-1)",
-                   "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}", *FAST) == 0
+    common = ["-m", "hparams_search=optuna", "hydra.sweeper.params=null", "lora.r=choice(4,8,16,-1,-2)", *FAST]
+    # 4 trials, at most 0.5 x 4 = 2 failures: one failure is recorded and the sweep goes on
+    assert run_cli(*common, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=4",
+                   "+hydra.sweeper.enqueue=[{lora.r: -1}, {lora.r: 4}, {lora.r: 8}, {lora.r: 16}]") == 0
     rows = trials(sweep)
-    failed = [r for r in rows if r["status"] == "failed"]
-    assert len(rows) == 4 and failed and len(failed) < 4
-    assert all("lora.r=-1" in r["overrides"] and "lora.r=-1: the LoRA rank must be a positive integer" in r["reason"]
-               for r in failed)
+    assert [r["status"] for r in rows] == ["failed", "completed", "completed", "completed"]
+    assert rows[0]["reason"] == "UserError: lora.r=-1: the LoRA rank must be a positive integer"
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["trials"] == {"complete": 4 - len(failed), "failed": len(failed)}
-    assert results["best_params"] == {"lora.r": 8}
+    assert results["trials"]["failed"] == 1 and results["best_params"]["lora.r"] in (4, 8, 16)
+    # a budget of 0.25 x 4 = 1: the second failure ends the sweep, with an error, before the other trials
+    spent = tmp_path / "spent"
+    assert run_cli(*common, f"hydra.sweep.dir={spent}", "hydra.sweeper.n_trials=4",
+                   "hydra.sweeper.max_failure_rate=0.25",
+                   "+hydra.sweeper.enqueue=[{lora.r: -1}, {lora.r: -2}, {lora.r: 8}, {lora.r: 16}]") == 1
+    assert [r["status"] for r in trials(spent)] == ["failed", "failed"]
 
 
-@pytest.mark.slow
-def test_interrupted_sweep_resumes_only_the_owed_trials(tmp_path):
+def sweep_command(sweep, n_trials, *extra):
+    return [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweep.dir={sweep}", *FAST, *extra]
+
+
+def test_two_workers_on_one_journal_run_exactly_n_trials_between_them(tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
-           f"hydra.sweep.dir={sweep}", "trainer.max_steps=40", "trainer.eval_steps=20", "data.val_ratio=0",
-           "data.min_val_size=16", "trainer.save_strategy=no"]
+    command = sweep_command(sweep, 4, "hydra.sweeper.storage=journal", "trainer.max_steps=8", "trainer.eval_steps=4",
+                            "hydra/sweeper/pruner=none")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # one core each
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, worker.stderr.read()[-2000:]
+    rows = trials(sweep)
+    assert sorted(r["trial"] for r in rows) == [0, 1, 2, 3]  # n_trials held across workers, none ran twice
+    assert len({r["worker"] for r in rows}) == 2  # both took trials
+    assert len({json.dumps(r["params"], sort_keys=True) for r in rows}) == 4  # and sampled different ones
+    assert [t.state.name for t in study(sweep, "journal").trials] == ["COMPLETE"] * 4
+    assert all((sweep / str(i) / "metrics.json").is_file() for i in range(4))
+
+
+def test_a_worker_killed_mid_trial_is_resumed_by_running_the_command_again(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = sweep_command(sweep, 3, "trainer.max_steps=40", "trainer.eval_steps=20", "hydra/sweeper/pruner=none")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.time() + 240
-        while not (sweep / "1" / ".hydra").is_dir():  # trial 0 done, trial 1 started
+        deadline = time.time() + 300
+        while not (sweep / "1" / "run_manifest.json").is_file():  # trial 0 done, trial 1 started
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
         time.sleep(1.0)
@@ -92,25 +141,37 @@ def test_interrupted_sweep_resumes_only_the_owed_trials(tmp_path):
         proc.wait()
     assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1" / "metrics.json").exists()
     first_trial = (sweep / "0" / "metrics.json").stat().st_mtime_ns
-    storage = f"sqlite:///{sweep}/optuna.db"
-    states = [t.state for t in optuna.load_study(study_name="sft_sweep_optuna", storage=storage).trials]
-    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    assert [t.state.name for t in study(sweep).trials] == ["COMPLETE", "RUNNING"]
 
-    subprocess.run(cmd, cwd=tmp_path, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    study = optuna.load_study(study_name="sft_sweep_optuna", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert [t.user_attrs.get("interrupted", False) for t in study.trials] == [False, True, False, False]
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = study(sweep)
+    assert [t.state.name for t in resumed.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.user_attrs.get("interrupted", False) for t in resumed.trials] == [False, True, False, False]
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == first_trial  # never overwritten
-    # the interrupted trial is on record, and its run dir says so
     assert [(r["trial"], r["status"]) for r in trials(sweep)] == [(0, "completed"), (1, "interrupted"),
                                                                   (2, "completed"), (3, "completed")]
     assert json.loads((sweep / "1" / "run_manifest.json").read_text())["status"] == "interrupted"
-    assert all((sweep / str(i) / "metrics.json").is_file() for i in (0, 2, 3))
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_trial"] in (0, 2, 3) and results["trials"] == {"complete": 3, "failed": 1}
+    assert results["best_trial"] in (0, 2, 3) and results["trials"] == {"complete": 3, "pruned": 0, "failed": 0,
+                                                                        "interrupted": 1}
 
 
-@pytest.mark.slow
+def test_submitit_local_launcher_runs_two_trials_in_parallel_processes(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert run_cli("-m", "hparams_search=optuna", "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
+                   "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", *FAST) == 0
+    rows = trials(sweep)
+    assert sorted(r["trial"] for r in rows) == [0, 1] and all(r["status"] == "completed" for r in rows)
+    spans = []
+    for i in (0, 1):
+        assert (sweep / str(i) / "metrics.json").is_file()
+        spans.append(((sweep / str(i) / ".hydra" / "config.yaml").stat().st_mtime,  # written as the job starts
+                      (sweep / str(i) / "metrics.json").stat().st_mtime))
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1  # the two trials ran at the same time
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # each in its own submitit job
+
+
 def test_readme_commands_sweep_resume_and_reproduce_in_the_stable_dir(tmp_path, monkeypatch, capsys):
     """The README's commands as a new user types them (plus a small budget), from a fresh directory."""
     monkeypatch.chdir(tmp_path)
@@ -130,3 +191,31 @@ def test_readme_commands_sweep_resume_and_reproduce_in_the_stable_dir(tmp_path, 
     [again] = list((tmp_path / "outputs" / "runs").iterdir())
     assert json.loads((again / "metrics.json").read_text())["eval_loss"] == pytest.approx(results["best_value"],
                                                                                          abs=1e-6)
+    # optuna-dashboard opens the study (its WSGI app, asked for the studies as the browser would)
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    environ = {"PATH_INFO": "/api/studies"}
+    setup_testing_defaults(environ)
+    responses = []
+    body = b"".join(wsgi(f"sqlite:///{sweep}/optuna.db")(environ, lambda status, headers, *_: responses.append(status)))
+    assert responses == ["200 OK"]
+    assert [s["study_name"] for s in json.loads(body)["study_summaries"]] == ["sft_sweep_optuna"]
+
+
+def test_the_gpu_worker_script_starts_one_worker_per_visible_gpu(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python").write_text('#!/bin/sh\necho "worker CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES $*"\n')
+    (fake_bin / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "2,5",
+           "SFT_SWEEP_LOGS": str(tmp_path / "logs")}
+    proc = subprocess.run(["bash", "launch/sweep_optuna_gpus.sh", "model=qwen3_4b"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    logs = sorted((tmp_path / "logs").iterdir())
+    assert [p.name for p in logs] == ["worker_gpu2.log", "worker_gpu5.log"]
+    for log, gpu in zip(logs, ("2", "5")):
+        assert log.read_text().strip() == (f"worker CUDA_VISIBLE_DEVICES={gpu} -m sft_sweep --multirun "
+                                           f"hparams_search=optuna hydra.sweeper.storage=journal model=qwen3_4b")
