@@ -133,7 +133,8 @@ class Evaluation:
         return {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
                                               self.cfg["batch_size"]),
                 **{f"eval_{k}": v for k, v in scores.items()},
-                "before_training": self.before_scores}
+                "before_training": self.before_scores,
+                "probes": [dict(zip(("probe", "before", "after"), row)) for row in self.probe_table()]}
 
     def probe_table(self) -> list[list[str]]:
         before = self.before_probes or ["-"] * len(self.probes)

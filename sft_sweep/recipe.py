@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from transformers import set_seed
 from trl import SFTTrainer
 
-from sft_sweep import config, dist, logger, packing
+from sft_sweep import config, console, dist, logger, packing, report
 from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import RunDiverged, TrialPruned, UserError
@@ -69,6 +69,7 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
                             report_to=["wandb"] if wandb_run else [], run_name=run_dir.path.name)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
                          data_collator=collator, processing_class=tokenizer)
+    console.ConsoleProgress.install(trainer)  # a progress bar / compact lines instead of raw dicts
     trainer.add_callback(CheckpointsReadme(base, pasteable_command()))
     if c["monitor"]["enabled"]:
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
@@ -118,6 +119,7 @@ def record(c: dict, trainer: SFTTrainer, train_output: dict, evaluation: Evaluat
     if dist.is_main_process():
         status = "diverged" if metrics["diverged"] else "pruned" if metrics["pruned_at_step"] else "finished"
         run_dir.write_records(trainer.state.log_history, metrics, status)
+        report.refresh(run_dir.path)  # report.html: curves, events, probes, answers
         fire_on_record(trainer, metrics, evaluation)
     if metrics["diverged"]:
         raise RunDiverged(f"training diverged (stopped at step {metrics['global_step']}); "
@@ -125,10 +127,10 @@ def record(c: dict, trainer: SFTTrainer, train_output: dict, evaluation: Evaluat
     if metrics["pruned_at_step"]:
         raise TrialPruned(f"pruned at step {metrics['pruned_at_step']} "
                           f"({c['optimized_metric']}={metrics[c['optimized_metric']]:.4f})")
-    log.info("finished: %s=%.4f (first eval %.4f), %d steps, %.0f tokens/s -> %s", c["optimized_metric"],
-             metrics[c["optimized_metric"]], metrics["first_eval_loss"] or float("nan"), metrics["global_step"],
-             metrics["train_tokens_per_s"], run_dir.path)
+    if dist.is_main_process():
+        log.info("%s", console.summary(metrics, run_dir.commands(), c["optimized_metric"]))
     return metrics
+
 
 
 def training_metrics(trainer: SFTTrainer, train_output: dict) -> dict:

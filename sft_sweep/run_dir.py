@@ -13,10 +13,12 @@
       evaluation.json, evaluation_samples.jsonl            `python -m sft_sweep.evaluate`
       tune_progress.jsonl         an ASHA trial's reports
       merged/                     `python -m sft_sweep.export`
+      report.html                 curves, events, probes, evaluation (`python -m sft_sweep.report`)
       metrics.json                written last: the run is *finished* once it exists
 
 A finished run dir is never reused unless overwrite=true. The manifest's `status` says how the run
-ended: started (still running, or killed) | finished | diverged | pruned | failed | interrupted.
+ended: started (still running, or killed) | finished | diverged | pruned | stopped (by a sweep's
+scheduler) | failed | interrupted.
 """
 
 import json
@@ -45,15 +47,22 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_json(path: Path, data) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write via a temp file + rename, so a crash never leaves half a file; mode as the umask says."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: Path):
@@ -102,6 +111,7 @@ class RunDir:
     evaluation_samples = property(lambda self: self.path / "evaluation_samples.jsonl")
     tune_progress = property(lambda self: self.path / "tune_progress.jsonl")
     merged = property(lambda self: self.path / "merged")
+    report = property(lambda self: self.path / "report.html")
     metrics = property(lambda self: self.path / "metrics.json")
 
     def weights(self, lora: bool) -> Path:
@@ -129,9 +139,13 @@ class RunDir:
             write_json(self.manifest, {**read_json(self.manifest), "status": status, **extra})
 
     def fail(self, exc: BaseException) -> None:
-        """Record how the run ended early: the error in train.log and the manifest."""
+        """Record how the run ended early: the error in train.log and the manifest. A run whose records
+        are written stays as it ended (ASHA ends a trial's process in its last report, after them)."""
+        if self.finished:
+            return
+        stopped = isinstance(exc, SystemExit) and exc.code in (0, None)  # a sweep scheduler stopped the trial
         status = ("diverged" if isinstance(exc, RunDiverged) else "pruned" if isinstance(exc, TrialPruned) else
-                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped" if stopped else "failed")
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         # Into train.log only: the console already gets the one-line error (or Hydra's traceback).
         record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run %s: %s", (status, reason),
@@ -150,6 +164,15 @@ class RunDir:
 
     def read_metrics(self) -> dict:
         return read_json(self.metrics)
+
+    def commands(self) -> dict:
+        """What to do with the run: run it again, evaluate, export, chat, rebuild its report."""
+        where = shlex.quote(str(self.path))
+        return {"reproduce": read_json(self.manifest).get("command") if self.manifest.is_file() else None,
+                "evaluate": f"python -m sft_sweep.evaluate run_dir={where}",
+                "export": f"python -m sft_sweep.export run_dir={where}",
+                "chat": f"python -m sft_sweep.chat run_dir={where}",
+                "report": f"python -m sft_sweep.report dir={where}"}
 
     # --- reading a finished run back --------------------------------------------------------------
     def overrides(self) -> list[str]:
@@ -192,17 +215,19 @@ class SweepDir:
     results = property(lambda self: self.path / "optimization_results.yaml")
     trials = property(lambda self: self.path / "trials.jsonl")
     trials_table = property(lambda self: self.path / "trials.md")
+    settings = property(lambda self: self.path / "sweep.yaml")  # sweeper, metric, direction, searched keys
+    report = property(lambda self: self.path / "report.html")
 
     def trial(self, number: int) -> RunDir:
         return RunDir(self.path / str(number))
 
+    def write_settings(self, sweeper: str, metric: str, minimize: bool, params: list[str]) -> None:
+        write_text(self.settings, yaml.safe_dump({"sweeper": sweeper, "metric": metric,
+                                                  "direction": "minimize" if minimize else "maximize",
+                                                  "params": params}, sort_keys=False))
+
     def write_results(self, results: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".results.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(results, f, sort_keys=False, allow_unicode=True)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, self.results)
+        write_text(self.results, yaml.safe_dump(results, sort_keys=False, allow_unicode=True))
 
     def best_run_dir(self) -> RunDir:
         if not self.results.is_file():

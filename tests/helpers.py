@@ -52,3 +52,25 @@ def run_cli(*args: str) -> int:
 
 def env_without_network() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
+def render_in_chromium(html: Path, png: Path) -> str:
+    """Open a report in headless Chromium (Debian's `chromium`): a screenshot in `png`; returns the
+    DOM after its scripts ran. Raises if the page logged a JavaScript error."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        import pytest
+
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
+             "--v=0", "--window-size=1280,2000"]
+    shot = subprocess.run([*flags, f"--screenshot={png}", html.as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    dom = subprocess.run([*flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    errors = [line for line in (shot.stderr + dom.stderr).splitlines() if "Uncaught" in line or "SyntaxError" in line]
+    if errors:
+        raise AssertionError(f"JavaScript errors in {html}: {errors}")
+    return dom.stdout

@@ -5,8 +5,9 @@ in a Ray worker. Inside it, sft_sweep/tune_report.py reports the optimized metri
 evaluation, so ASHA stops weak trials early. The search space uses Hydra's sweep grammar:
 choice(...), range(...), interval(a, b) and tag(log, interval(a, b)).
 
-After the sweep: `optimization_results.yaml` (best overrides, value, run dir) and `trials.jsonl`
-+ `trials.md` (params, status completed / stopped early / failed / diverged, steps, best metric).
+As each trial ends: its row in `trials.jsonl` and the sweep's `report.html`. After the sweep:
+`optimization_results.yaml` (best overrides, value, run dir), `trials.jsonl` and `trials.md` rewritten
+(params, status completed / stopped early / failed / diverged, steps, best metric).
 Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment.
 """
 
@@ -97,10 +98,13 @@ class AshaSweeper(Sweeper):
         import torch
         from ray import tune
 
+        from sft_sweep.run_dir import SweepDir
+
         conf = self.conf
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         space, fixed = search_space(conf["params"], arguments)
+        SweepDir(sweep_dir).write_settings("asha", conf["metric"], conf["mode"] == "min", list(space))
         driver_cwd = os.getcwd()
         config, context, task = self.config, self.hydra_context, self.task_function
         self.warm_data_cache(fixed)
@@ -162,6 +166,7 @@ class AshaSweeper(Sweeper):
                                             trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=conf["name"], storage_path=str(sweep_dir / "ray"),
                                           failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                                          callbacks=[self.records_callback(sweep_dir)],
                                           verbose=1),
             )
         grid = tuner.fit()
@@ -177,42 +182,70 @@ class AshaSweeper(Sweeper):
         c = {group: plain(cfg[group]) for group in ("data", "model", "trainer")}
         build_datasets(c["data"], build_tokenizer(c["model"]), c["trainer"]["max_length"], c["trainer"]["packing"])
 
+    def trial_row(self, index: int, sampled: dict, last: dict, error, sweep) -> dict:
+        """A trial's line in trials.jsonl: status completed / stopped early / failed / diverged, steps,
+        best metric (from the reports the trial wrote before each one, tune_progress.jsonl)."""
+        from sft_sweep.run_dir import read_jsonl
+
+        metric, run_dir = self.conf["metric"], sweep.trial(index)
+        values = [r[metric] for r in read_jsonl(run_dir.tune_progress) if isinstance(r.get(metric), (int, float))
+                  and r[metric] == r[metric]]
+        max_t = self.conf["scheduler"].get("max_t")
+        if error is not None:
+            status = "diverged" if run_dir.finished and run_dir.read_metrics().get("diverged") else "failed"
+        elif run_dir.finished or (max_t and last.get("step", 0) >= max_t):
+            status = "completed"
+        else:
+            status = "stopped early"
+        best = (min(values) if self.conf["mode"] == "min" else max(values)) if values else None
+        return {"trial": index, "params": {k.removeprefix("config/"): v for k, v in sampled.items()},
+                "status": status, "steps": last.get("step"), f"best_{metric}": best,
+                "value": best if status == "completed" else None, "node": last.get("node"),
+                "run_dir": str(run_dir.path), **({"reason": str(error).splitlines()[0]} if error is not None else {})}
+
+    def records_callback(self, sweep_dir: Path):
+        """In the driver: each trial's row and the sweep's report.html as soon as the trial ends
+        (ASHA kills stopped trials, so they cannot write it themselves)."""
+        from ray import tune
+
+        from sft_sweep.report import refresh
+        from sft_sweep.run_dir import SweepDir, append_jsonl
+
+        sweeper, sweep = self, SweepDir(sweep_dir)
+
+        class TrialRecords(tune.Callback):
+            def record(self, trial, error) -> None:
+                row = sweeper.trial_row(trial_index(trial.trial_id), trial.config, trial.last_result or {}, error,
+                                        sweep)
+                append_jsonl(sweep.trials, row)
+                refresh(sweep.path)
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                self.record(trial, None)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                self.record(trial, trial.get_error() or RuntimeError("trial failed"))
+
+        return TrialRecords()
+
     def write_results(self, grid, sweep_dir: Path, fixed: List[str]) -> None:
-        from sft_sweep.run_dir import SweepDir
+        from sft_sweep.logger import log_sweep_summary
+        from sft_sweep.report import refresh
+        from sft_sweep.run_dir import SweepDir, write_text
 
         sweep = SweepDir(sweep_dir)
         metric, mode = self.conf["metric"], self.conf["mode"]
-        max_t = self.conf["scheduler"].get("max_t")
-        rows = []
-        for result in grid:
-            index = trial_index(Path(result.path).name)
-            run_dir = sweep.trial(index)
-            history = result.metrics_dataframe
-            values = [] if history is None or metric not in history else [v for v in history[metric] if v == v]
-            diverged = run_dir.finished and run_dir.read_metrics().get("diverged")
-            if result.error is not None:
-                status = "diverged" if diverged else "failed"
-            elif run_dir.finished or (max_t and result.metrics.get("step", 0) >= max_t):
-                status = "completed"
-            else:
-                status = "stopped early"
-            best = (min(values) if mode == "min" else max(values)) if values else None
-            rows.append({"trial": index, "params": {k.removeprefix("config/"): v for k, v in result.config.items()},
-                         "status": status, "steps": result.metrics.get("step"), f"best_{metric}": best,
-                         "node": result.metrics.get("node"),
-                         "run_dir": str(run_dir.path), **({"reason": str(result.error).splitlines()[0]}
-                                                          if result.error is not None else {})})
-        rows.sort(key=lambda r: r["trial"])
-        with sweep.trials.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, default=str) + "\n")
+        rows = sorted((self.trial_row(trial_index(Path(r.path).name), r.config, r.metrics or {}, r.error, sweep)
+                       for r in grid), key=lambda r: r["trial"])
+        write_text(sweep.trials, "".join(json.dumps(row, default=str) + "\n" for row in rows))
         lines = [f"| trial | status | steps | best {metric} | params |", "|---|---|---|---|---|"]
         lines += [f"| {r['trial']} | {r['status']} | {r['steps']} | {r[f'best_{metric}']} | "
                   f"{' '.join(f'{k}={v}' for k, v in r['params'].items())} |" for r in rows]
-        sweep.trials_table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(sweep.trials_table, "\n".join(lines) + "\n")
         scored = [r for r in rows if r[f"best_{metric}"] is not None and r["status"] not in ("failed", "diverged")]
         if not scored:
             log.error("no trial reported %s; see %s", metric, sweep.trials_table)
+            refresh(sweep.path)
             return
         best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"])
         results = {"name": "asha", "best_params": best["params"], "best_value": best[f"best_{metric}"],
@@ -221,7 +254,6 @@ class AshaSweeper(Sweeper):
                    "trials": {s: sum(r["status"] == s for r in rows)
                               for s in ("completed", "stopped early", "failed", "diverged")}}
         sweep.write_results(results)
-        from sft_sweep.logger import log_sweep_summary
-
+        refresh(sweep.path)
         log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), sweep_dir, results)
         log.info("ASHA: best %s=%s (trial %s, %s)", metric, best[f"best_{metric}"], best["trial"], best["run_dir"])

@@ -164,12 +164,15 @@ class OptunaSweeper(Sweeper):
 
         from sft_sweep.errors import UserError
         from sft_sweep.optuna_trial import open_storage
+        from sft_sweep.report import refresh
         from sft_sweep.run_dir import SweepDir
 
         conf = self.conf
         self.sweep_dir = SweepDir(Path(self.config.hydra.sweep.dir).resolve())
         self.sweep_dir.path.mkdir(parents=True, exist_ok=True)
         self.dims, self.fixed = parse(OmegaConf.to_container(conf.params) if conf.params else None, arguments)
+        self.sweep_dir.write_settings("optuna", self.config.optimized_metric, conf.direction == "minimize",
+                                      list(self.dims))
         self.space = distributions(self.dims)
         if conf.n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
             raise UserError(f"hydra.sweeper.n_jobs={conf.n_jobs} needs a launcher that runs trials in other processes "
@@ -192,6 +195,7 @@ class OptunaSweeper(Sweeper):
         for worker in workers:
             worker.join()
         self.write_results()
+        refresh(self.sweep_dir.path)
         failed, budget = len(self.failed()), conf.max_failure_rate * conf.n_trials
         if failed > budget:
             raise RuntimeError(f"{failed} trials failed, more than max_failure_rate x n_trials ({budget:g}); "
@@ -318,6 +322,7 @@ class OptunaSweeper(Sweeper):
 
     # --- records ------------------------------------------------------------------------------------------
     def record(self, number: int, params: dict, status: str, **extra) -> None:
+        from sft_sweep.report import refresh
         from sft_sweep.run_dir import append_jsonl
 
         run_dir = self.sweep_dir.trial(number)
@@ -329,6 +334,7 @@ class OptunaSweeper(Sweeper):
                                              "worker": f"{socket.gethostname()}:{os.getpid()}"})
         log.info("optuna: trial %d %s%s", number, status,
                  f" ({extra['value']:.4f})" if isinstance(extra.get("value"), float) else "")
+        refresh(self.sweep_dir.path)  # the sweep's report.html, after every finished trial
 
     def write_results(self) -> None:
         from sft_sweep.logger import log_sweep_summary

@@ -4,6 +4,7 @@ sweep whose driver is killed resumes when the same command runs again."""
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,14 +13,17 @@ import time
 import pytest
 import yaml
 
+from tests.test_report import embedded
+
 pytestmark = pytest.mark.slow
 PORT = "6391"
 
 
 @pytest.fixture
 def ray_cluster(tmp_path):
-    """Two Ray nodes of one CPU each, joined over loopback; RAY_AUTH_MODE=token as Ray 2.60 heads expect."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1"}
+    """Two Ray nodes of one CPU each, joined over loopback; Ray 2.60 heads expect token authentication
+    (RAY_AUTH_MODE=token), with a token every node and the driver share."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "HF_HUB_OFFLINE": "1"}
     subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     subprocess.run(["ray", "start", "--head", f"--port={PORT}", "--include-dashboard=false", *common], env=env,
@@ -51,7 +55,7 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert not (sweep / "trials.jsonl").exists()  # it did not get to the end
+    assert not (sweep / "optimization_results.yaml").exists()  # it did not get to the end
     subprocess.run(command, cwd=tmp_path, env=ray_cluster, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=600)
 
@@ -82,3 +86,11 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     assert f"lora.r={best['params']['lora.r']}" in results["best_overrides"]
     assert "hparams_search=asha" not in results["best_overrides"]
     assert (sweep / "trials.md").read_text().count("\n") == 2 + 6
+    # the sweep report: the same statuses, every trial's reported curve (stopped ones cut short), the same best
+    report = embedded(sweep / "report.html")
+    assert report["sweeper"] == "asha" and [t["status"] for t in report["trials"]] == statuses
+    for r, t in zip(rows, report["trials"]):
+        progress = [json.loads(line) for line in (sweep / str(r["trial"]) / "tune_progress.jsonl").read_text()
+                    .splitlines()]
+        assert [step for step, _ in t["curve"]] == sorted({p["step"] for p in progress})
+    assert report["best_trial"] == results["best_trial"]

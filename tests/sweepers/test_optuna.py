@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from sft_sweep.reproduce import main as reproduce
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, render_in_chromium, run_cli
+from tests.test_report import embedded
 from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
@@ -54,6 +55,17 @@ def test_an_absurd_learning_rate_is_pruned_at_the_first_rung(tmp_path):
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["trials"] == {"complete": 2, "pruned": 1, "failed": 0, "interrupted": 0}
     assert "hparams_search=optuna" not in results["best_overrides"]
+    # the sweep report: statuses, the pruned curve cut at its rung, the best value, links to the trials' reports
+    report = embedded(sweep / "report.html")
+    assert [(t["trial"], t["status"]) for t in report["trials"]] == [(0, "completed"), (1, "completed"), (2, "pruned")]
+    assert [[step for step, _ in t["curve"]] for t in report["trials"]] == [[4, 8, 12], [4, 8, 12], [4]]
+    assert report["trials"][2]["curve"] == [[4, curve[-1]]]
+    assert report["best_trial"] == results["best_trial"]
+    assert report["best_value"] == pytest.approx(results["best_value"])
+    assert all((sweep / t["report"]).is_file() for t in report["trials"])
+    assert report["importance"] == {}  # two completed trials: too few to say
+    dom = render_in_chromium(sweep / "report.html", tmp_path / "sweep.png")
+    assert 'data-ready="1"' in dom and dom.count('<tr class="best">') == 1
 
 
 def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
@@ -81,6 +93,13 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
     sweep_summary = next(summary(p) for p, r in zip(records, runs) if r["name"] == "sweep-summary")
     assert sweep_summary["best_value"] == pytest.approx(results["best_value"])
     assert sweep_summary["best_trial"] == results["best_trial"]
+    # the sweep report ranks the same best trial; three completed trials are enough for importances
+    report = embedded(sweep / "report.html")
+    assert [t["value"] for t in report["trials"]] == pytest.approx([r["value"] for r in rows])
+    assert report["best_trial"] == results["best_trial"]
+    assert set(report["importance"]) <= set(report["params"]) and sum(report["importance"].values()) == pytest.approx(1)
+    assert report["best_command"] == json.loads((sweep / str(best["trial"]) / "run_manifest.json").read_text())[
+        "command"]
 
 
 def test_failed_trials_count_against_the_budget_and_the_sweep_goes_on_until_it_is_spent(tmp_path):

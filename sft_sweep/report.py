@@ -1,0 +1,350 @@
+"""Self-contained HTML reports: one file that opens offline (inline SVG charts, no CDN).
+
+    python -m sft_sweep.report dir=outputs/runs/<run>          # -> <run>/report.html
+    python -m sft_sweep.report dir=outputs/sweeps/<study>      # -> <sweep dir>/report.html
+
+A run writes its report at the end; a sweep rewrites its report after every finished trial and at
+the end (Optuna and ASHA alike). The numbers each page shows are embedded as JSON
+(`<script type="application/json" id="report-data">`), for tools and tests.
+"""
+
+import json
+import logging
+import math
+import sys
+from html import escape
+from pathlib import Path
+
+import yaml
+
+from sft_sweep import plots
+from sft_sweep.config import parse_cli_args
+from sft_sweep.errors import UserError
+from sft_sweep.eval_metrics import exact_match, json_scores, usable
+from sft_sweep.run_dir import RunDir, SweepDir, read_json, read_jsonl, write_text
+
+log = logging.getLogger("sft_sweep")
+EVENT_COLORS = {"stop": "#d62728", "early_stop": "#d62728", "rollback": "#ff7f0e", "skip": "#9467bd",
+                "warn": "#7f7f7f"}
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;color:#222}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}
+.chart{width:100%;height:auto;background:#fff;border:1px solid #e5e5e5}.chart .t{font-size:13px;font-weight:600}
+.chart .l{font-size:10px;fill:#555}.chart .box{fill:none;stroke:#ccc}.chart .g{stroke:#eee}
+.chart .th{stroke:#c00;stroke-dasharray:6 3}.chart .ax{stroke:#999}
+table{border-collapse:collapse;margin:6px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;
+vertical-align:top;text-align:left}th{background:#f5f5f5}table.sortable th{cursor:pointer}
+td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:8px;overflow-x:auto}
+.s-completed,.s-finished{color:#2a7d2a}.s-pruned,.s-stopped{color:#a65e00}.s-failed,.s-diverged{color:#c00}
+.empty{color:#888}.ok{color:#2a7d2a}.bad{color:#c00}.best{background:#fff6d6}"""
+JS = """for(const t of document.querySelectorAll('table.sortable')){t.querySelectorAll('th').forEach((th,i)=>{
+th.addEventListener('click',()=>{const rows=[...t.tBodies[0].rows],asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+const key=r=>{const c=r.cells[i],v=c.dataset.v!==undefined?c.dataset.v:c.textContent,n=parseFloat(v);
+return isNaN(n)?v:n};rows.sort((a,b)=>{const x=key(a),y=key(b);if(typeof x!==typeof y)return typeof x==='number'?-1:1;
+return(x<y?-1:x>y?1:0)*(asc?1:-1)});rows.forEach(r=>t.tBodies[0].appendChild(r))})})}
+document.body.dataset.ready='1';"""
+
+
+# --- a run -----------------------------------------------------------------------------------------
+def run_history(run: RunDir) -> list[dict]:
+    """Every logged record: the finished run's, else the newest checkpoint's (a killed run)."""
+    if run.log_history.is_file():
+        return read_json(run.log_history)
+    states = sorted(run.checkpoints.glob("checkpoint-*/trainer_state.json"),
+                    key=lambda p: int(p.parent.name.split("-")[-1]))
+    return read_json(states[-1])["log_history"] if states else []
+
+
+def series(history: list[dict], key: str) -> list[list[float]]:
+    return [[h["step"], h[key]] for h in history if key in h and plots.finite(h[key])]
+
+
+def scored_samples(run: RunDir, limit: int = 24) -> list[dict]:
+    out = []
+    for s in read_jsonl(run.eval_samples)[:limit]:
+        json_valid, _ = json_scores(s["prediction"], s["reference"])
+        out.append({"kind": s.get("kind"), "prompt": s.get("prompt"), "reference": s["reference"],
+                    "prediction": s["prediction"], "exact": exact_match(s["prediction"], s["reference"]),
+                    "json_valid": json_valid, "usable": usable(s["prediction"], s.get("ended", True))})
+    return out
+
+
+def run_data(run: RunDir) -> dict:
+    manifest = read_json(run.manifest) if run.manifest.is_file() else {}
+    config = manifest.get("config") or {}
+    metrics = run.read_metrics() if run.finished else {}
+    history = run_history(run)
+    return {"kind": "run", "name": run.path.name, "status": manifest.get("status", "unknown"),
+            "error": manifest.get("error"), "optimized_metric": config.get("optimized_metric"),
+            "train_loss": series(history, "loss"), "eval_loss": series(history, "eval_loss"),
+            "learning_rate": series(history, "learning_rate"), "grad_norm": series(history, "grad_norm"),
+            "tokens_per_s": series(history, "tokens_per_s"),
+            "grad_norm_threshold": (config.get("monitor") or {}).get("grad_norm_threshold"),
+            "events": read_jsonl(run.monitor_events), "metrics": metrics, "probes": metrics.get("probes") or [],
+            "samples": scored_samples(run), "commands": run.commands()}
+
+
+def run_report(run: RunDir) -> Path:
+    d = run_data(run)
+    marks = [{"x": e["step"], "label": f"{e['kind']} → {e['action']}", "color": EVENT_COLORS.get(e["action"], "#777")}
+             for e in d["events"]]
+    m = d["metrics"]
+    charts = [
+        plots.line_chart([{"name": "train loss", "points": d["train_loss"]},
+                          {"name": "eval loss", "points": d["eval_loss"]}], "loss", y_label="loss", marks=marks),
+        plots.line_chart([{"name": "grad norm", "points": d["grad_norm"]}], "gradient norm", log_y=True,
+                         hlines=[(d["grad_norm_threshold"], "monitor threshold")] if d["grad_norm_threshold"] else [],
+                         marks=marks),
+        plots.line_chart([{"name": "learning rate", "points": d["learning_rate"]}], "learning-rate schedule"),
+        plots.line_chart([{"name": "tokens/s", "points": d["tokens_per_s"]}], "throughput (tokens/s)"),
+    ]
+    before = m.get("before_training") or {}
+    summary = [("status", d["status"] + (f" — {d['error']}" if d["error"] else "")),
+               ("steps", m.get("global_step")), ("eval loss first → last", arrow(m.get("first_eval_loss"),
+                                                                                  m.get("eval_loss"))),
+               ("JSON validity before → after", arrow(before.get("json_validity"), m.get("eval_json_validity"))),
+               ("exact match before → after", arrow(before.get("exact_match"), m.get("eval_exact_match"))),
+               ("tokens/s", num(m.get("train_tokens_per_s"))), ("peak memory (MiB)", peak(m.get("peak_memory"))),
+               ("monitor events", len(d["events"]))]
+    scalars = {k: v for k, v in m.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    body = [f"<h1>run {escape(d['name'])}</h1>", kv_table(summary), '<div class="grid">', *charts, "</div>",
+            "<h2>monitor events</h2>", table(["step", "kind", "action", "values", "note"],
+                                             [[e["step"], e["kind"], e["action"], json.dumps(e["values"]),
+                                               e.get("note", "")] for e in d["events"]]) if d["events"]
+            else "<p class='empty'>none</p>",
+            "<h2>probes before / after training</h2>",
+            table(["probe", "before training", "after training"], [[p["probe"], p["before"], p["after"]]
+                                                                    for p in d["probes"]]),
+            "<h2>evaluation</h2>", kv_table([(k, num(v)) for k, v in sorted(scalars.items())]),
+            "<h2>sample of scored answers</h2>",
+            table(["kind", "prompt", "reference", "answer", "exact", "JSON", "usable"],
+                  [[s["kind"], s["prompt"], s["reference"], s["prediction"], mark(s["exact"]), mark(s["json_valid"]),
+                    mark(s["usable"])] for s in d["samples"]], sortable=True),
+            "<h2>commands</h2>", "<pre>" + escape("\n".join(f"# {k}\n{v}" for k, v in d["commands"].items() if v))
+            + "</pre>"]
+    return write_page(run.report, f"sft-sweep run {d['name']}", body, d)
+
+
+# --- a sweep ---------------------------------------------------------------------------------------
+def sweep_settings(sweep: SweepDir) -> dict:
+    """Metric, direction and searched keys, as the sweeper wrote them when the sweep began."""
+    if not sweep.settings.is_file():
+        raise UserError(f"{sweep.settings} not found: is {sweep.path} a sweep dir?")
+    s = yaml.safe_load(sweep.settings.read_text(encoding="utf-8"))
+    return {**s, "minimize": s["direction"] == "minimize"}
+
+
+def trial_params(run: RunDir, keys: list[str]) -> dict:
+    params = {}
+    for override in run.overrides() if run.hydra_overrides.is_file() else []:
+        key, _, value = override.partition("=")
+        if key in keys:
+            params[key] = yaml.safe_load(value)
+    return params
+
+
+def sweep_data(sweep: SweepDir) -> dict:
+    s = sweep_settings(sweep)
+    metric, best_of = s["metric"], (min if s["minimize"] else max)
+    records = {r["trial"]: r for r in read_jsonl(sweep.trials)}  # a resumed trial's newest row wins
+    numbers = sorted({int(p.parent.name) for p in sweep.path.glob("*/run_manifest.json") if p.parent.name.isdigit()}
+                     | set(records))
+    trials = []
+    for n in numbers:
+        run, rec = sweep.trial(n), records.get(n, {})
+        manifest = read_json(run.manifest) if run.manifest.is_file() else {}
+        history = run_history(run) if run.path.is_dir() else []
+        curve = series(history, metric) or [[r["step"], r[metric]] for r in read_jsonl(run.tune_progress)
+                                            if plots.finite(r.get(metric))]
+        metrics = run.read_metrics() if run.finished else {}
+        status = rec.get("status") or {"started": "running", "finished": "completed"}.get(manifest.get("status"),
+                                                                                          manifest.get("status"))
+        value = rec.get("value") if plots.finite(rec.get("value")) else metrics.get(metric)
+        trials.append({"trial": n, "status": status, "params": rec.get("params") or trial_params(run, s["params"]),
+                       "steps": rec.get("steps") or metrics.get("global_step") or (curve[-1][0] if curve else None),
+                       "best": best_of(v for _, v in curve) if curve else None,
+                       "value": value if status == "completed" else None, "curve": curve,
+                       "report": f"{n}/report.html" if run.report.is_file() else None,
+                       "command": manifest.get("command"), "reason": rec.get("reason") or manifest.get("error")})
+    for t in trials:  # what the trial is ranked by: its final value, else (ASHA) its best report
+        t["score"] = t["value"] if t["value"] is not None else t["best"] if t["status"] == "completed" else None
+    scored = [t for t in trials if t["score"] is not None]
+    best = best_of(scored, key=lambda t: t["score"]) if scored else None
+    if sweep.results.is_file():  # the sweeper's own verdict, once it has one (ASHA may pick a stopped trial)
+        results = yaml.safe_load(sweep.results.read_text(encoding="utf-8")) or {}
+        best = next((t for t in trials if t["trial"] == results.get("best_trial")), best)
+        if best is not None and results.get("best_value") is not None:
+            best = {**best, "score": results["best_value"]}
+    return {"kind": "sweep", "name": sweep.path.name, "sweeper": s["sweeper"], "metric": metric,
+            "direction": "minimize" if s["minimize"] else "maximize", "params": s["params"], "trials": trials,
+            "counts": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
+            "best_trial": best["trial"] if best else None, "best_value": best["score"] if best else None,
+            "best_command": best["command"] if best else None, "importance": importance(scored, s["minimize"])}
+
+
+def importance(scored: list[dict], minimize: bool) -> dict:
+    """Optuna's parameter importances (fANOVA) over the scored trials; {} with fewer than 3."""
+    if len(scored) < 3:
+        return {}
+    import optuna
+
+    keys = sorted({k for t in scored for k in t["params"]})
+    dists = {}
+    for k in keys:
+        values = [t["params"].get(k) for t in scored]
+        if all(plots.finite(v) for v in values):
+            lo, hi = min(values), max(values)
+            if lo == hi:
+                continue
+            log = lo > 0 and hi / lo > 20
+            dists[k] = (optuna.distributions.IntDistribution(lo, hi, log=log) if all(isinstance(v, int) for v in values)
+                        else optuna.distributions.FloatDistribution(lo, hi, log=log))
+        elif len({json.dumps(v) for v in values}) > 1:
+            dists[k] = optuna.distributions.CategoricalDistribution(sorted({json.dumps(v) for v in values}))
+    if not dists:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize" if minimize else "maximize")
+    for t in scored:
+        params = {k: json.dumps(t["params"][k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                  else t["params"][k] for k, d in dists.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=t["score"]))
+    return dict(optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(
+        seed=0)))
+
+
+def sweep_report(sweep: SweepDir) -> Path:
+    d = sweep_data(sweep)
+    metric, trials, params = d["metric"], d["trials"], d["params"]
+    curves = [{"name": f"trial {t['trial']} ({t['status']})", "points": t["curve"],
+               "dashed": t["status"] != "completed", "end_mark": t["status"] in ("pruned", "stopped early")}
+              for t in trials if t["curve"]]
+    scored = [{"trial": t["trial"], **t["params"], metric: t["score"]} for t in trials if t["score"] is not None]
+    per_param = []
+    for p in params:
+        values = [t["params"].get(p) for t in trials if t["score"] is not None]
+        numeric = all(plots.finite(v) for v in values)
+        per_param.append(plots.scatter(
+            [(t["params"].get(p) if numeric else str(t["params"].get(p)), t["score"], f"trial {t['trial']}")
+             for t in trials if t["score"] is not None], f"{metric} vs {p}", p, metric,
+            categories=None if numeric else sorted({str(v) for v in values}),
+            log_x=numeric and bool(values) and min(values) > 0 and max(values) / min(values) > 20,
+            highlight=f"trial {d['best_trial']}"))
+    rows = [[t["trial"], t["status"], t["steps"], num(t["best"]), num(t["value"]),
+             *[t["params"].get(p) for p in params],
+             f'<a href="{escape(t["report"])}">report</a>' if t["report"] else "",
+             t["reason"] if t["status"] in ("failed", "diverged", "interrupted") and t["reason"] else ""]
+            for t in trials]
+    best_line = (f"best {metric} {num(d['best_value'])} (trial {d['best_trial']})" if d["best_trial"] is not None
+                 else "no trial finished yet")
+    body = [f"<h1>sweep {escape(d['name'])}</h1>",
+            f"<p>{escape(d['sweeper'])}, {escape(d['direction'])} {escape(metric)}: {len(trials)} trials "
+            f"({', '.join(f'{v} {escape(k)}' for k, v in d['counts'].items())}); {escape(best_line)}</p>",
+            "<h2>trials</h2>",
+            table(["trial", "status", "steps", f"best {metric}", f"final {metric}", *params, "run report", "note"],
+                  rows, sortable=True, raw_columns={5 + len(params)}, highlight=d["best_trial"]),
+            '<div class="grid">',
+            plots.line_chart(curves, f"{metric} of every trial (dashed: cut short)", y_label=metric),
+            plots.parallel(scored, params + [metric], metric, "parallel coordinates",
+                           lower_is_better=d["direction"] == "minimize"),
+            plots.bars(sorted(d["importance"].items(), key=lambda kv: -kv[1]), "parameter importance (fANOVA)"),
+            *per_param, "</div>",
+            "<h2>reproduce the best trial</h2>", f"<pre>{escape(d['best_command'] or '-')}</pre>"]
+    return write_page(sweep.report, f"sft-sweep sweep {d['name']}", body, d)
+
+
+# --- HTML ------------------------------------------------------------------------------------------
+def num(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, float):
+        return "nan" if not math.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def arrow(a, b) -> str:
+    return f"{num(a)} → {num(b)}" if a is not None or b is not None else "-"
+
+
+def peak(p) -> str:
+    return ", ".join(f"{k.removesuffix('_mib')} {v:,.0f}" for k, v in (p or {}).items()) or "-"
+
+
+def mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def cell(v, raw: bool = False) -> str:
+    text = v if raw else escape(num(v) if not isinstance(v, str) else v)
+    attr = f' data-v="{escape(str(v))}" class="n"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+    cls = f' class="s-{escape(v.split()[0])}"' if isinstance(v, str) and v.split() and v.split()[0] in (
+        "completed", "finished", "pruned", "stopped", "failed", "diverged") else ""
+    return f"<td{attr}{cls}>{text}</td>"
+
+
+def table(header: list[str], rows: list[list], sortable: bool = False, raw_columns=(), highlight=None) -> str:
+    if not rows:
+        return "<p class='empty'>none</p>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(f"<tr{' class=best' if highlight is not None and r[0] == highlight else ''}>"
+                   + "".join(cell(v, i in raw_columns) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table{' class=sortable' if sortable else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def kv_table(items: list[tuple]) -> str:
+    return table(["", ""], [[k, v] for k, v in items]).replace("<thead><tr><th></th><th></th></tr></thead>", "")
+
+
+def finite_only(v):
+    """JSON has no NaN/Infinity: they become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: finite_only(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite_only(x) for x in v]
+    return v
+
+
+def write_page(path: Path, title: str, body: list[str], data: dict) -> Path:
+    embedded = json.dumps(finite_only(data), ensure_ascii=False, default=str).replace("</", "<\\/")
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style>"
+            f"</head><body>{''.join(body)}<script type='application/json' id='report-data'>{embedded}</script>"
+            f"<script>{JS}</script></body></html>")
+    write_text(path, html)
+    return path
+
+
+def write_report(path) -> Path:
+    """The report of a run dir or a sweep dir."""
+    path = Path(path)
+    if RunDir(path).manifest.is_file():
+        return run_report(RunDir(path))
+    if SweepDir(path).settings.is_file():
+        return sweep_report(SweepDir(path))
+    raise UserError(f"{path} is neither a run dir (no run_manifest.json) nor a sweep dir (no sweep.yaml)")
+
+
+def refresh(path) -> Path | None:
+    """(Re)write the report of a run or sweep whose records are already safe: a report that cannot be
+    written warns (with the command to retry) and never fails the run or the sweep."""
+    try:
+        return write_report(path)
+    except Exception as exc:  # noqa: BLE001 -- the report is a view of the records
+        log.warning("report: could not write %s/report.html (%s: %s); retry with python -m sft_sweep.report dir=%s",
+                    path, type(exc).__name__, exc, path)
+        return None
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parse_cli_args(argv, __doc__, ("dir",), {})
+        print(write_report(args["dir"]))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

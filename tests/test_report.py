@@ -1,0 +1,104 @@
+"""Reports and console output of a real run: the HTML's embedded numbers equal the run's records, the page
+renders in headless Chromium without JavaScript errors, the console shows compact lines and a summary."""
+
+import io
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from sft_sweep.console import ConsoleProgress
+from sft_sweep.report import main as report_main
+from tests.helpers import TINY, render_in_chromium, run_cli
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def embedded(html_path) -> dict:
+    html = html_path.read_text(encoding="utf-8")
+    match = re.search(r"<script type='application/json' id='report-data'>(.*?)</script>", html, re.S)
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+@pytest.fixture(scope="module")
+def spiky_run(tmp_path_factory):
+    """A tiny run whose monitor flags every gradient norm above 0.5 (warn): events to mark."""
+    run_dir = tmp_path_factory.mktemp("report") / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "monitor.grad_norm_threshold=0.5") == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_run_report_holds_the_runs_curves_events_probes_and_answers(spiky_run):
+    data = embedded(spiky_run / "report.html")
+    history, metrics = read(spiky_run / "log_history.json"), read(spiky_run / "metrics.json")
+    assert data["status"] == "finished"
+    assert data["train_loss"] == [[h["step"], h["loss"]] for h in history if "loss" in h]
+    assert [s for s, _ in data["train_loss"]] == [2, 4, 6, 8, 10, 12]
+    assert data["eval_loss"] == [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]
+    assert [s for s, _ in data["eval_loss"]] == [0, 6, 12]
+    assert [s for s, _ in data["tokens_per_s"]] == [2, 4, 6, 8, 10, 12] and all(v > 0 for _, v in data["tokens_per_s"])
+    assert len(data["learning_rate"]) == 6 and data["grad_norm_threshold"] == 0.5
+    events = [json.loads(line) for line in (spiky_run / "monitor_events.jsonl").read_text().splitlines()]
+    assert len(events) >= 1 and data["events"] == events
+    html = (spiky_run / "report.html").read_text(encoding="utf-8")
+    assert html.count("<title>grad_explosion → warn</title>") == 2 * len(events)  # marked on loss and grad charts
+    assert [p["probe"] for p in data["probes"]][0] == metrics["probes"][0]["probe"] and len(data["probes"]) == 5
+    assert all(p["before"] and isinstance(p["after"], str) for p in data["probes"])  # 12 steps: may be empty
+    samples = [json.loads(line) for line in (spiky_run / "eval_samples.jsonl").read_text().splitlines()]
+    assert [s["prediction"] for s in data["samples"]] == [s["prediction"] for s in samples[:24]]
+    assert sum(s["exact"] for s in data["samples"]) == sum(
+        s["prediction"].strip() == s["reference"].strip() for s in samples[:24])
+    assert data["metrics"]["eval_loss"] == metrics["eval_loss"]
+    assert data["commands"]["chat"] == f"python -m sft_sweep.chat run_dir={spiky_run}"
+    # self-contained and small: no external resources, well under a message attachment's size
+    assert not re.search(r"""(src|href)=["']?https?:""", html) and len(html.encode()) < 300_000
+
+
+@pytest.mark.slow
+def test_run_report_renders_in_chromium_without_errors(spiky_run, tmp_path):
+    dom = render_in_chromium(spiky_run / "report.html", tmp_path / "run.png")
+    assert 'data-ready="1"' in dom and dom.count("<svg") == 4
+    assert (tmp_path / "run.png").stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_console_prints_compact_lines_and_a_summary_not_raw_dicts(spiky_run):
+    log = (spiky_run / "train.log").read_text(encoding="utf-8")
+    assert "{'loss'" not in log
+    steps = re.findall(r"step (\d+)/12  loss [\d.]+  lr [\d.e+-]+  grad [\d.e+-]+  tok/s [\d,]+  eta \d+m\d\ds", log)
+    assert steps == ["2", "4", "6", "8", "10", "12"]
+    assert re.findall(r"eval at step (\d+): loss [\d.]+", log) == ["0", "6", "12"]
+    metrics = read(spiky_run / "metrics.json")
+    assert f"eval loss first -> last        {metrics['first_eval_loss']:.4f} -> {metrics['eval_loss']:.4f}" in log
+    assert f"chat       python -m sft_sweep.chat run_dir={spiky_run}" in log
+    assert re.search(r"monitor events +grad_explosion \d+", log)
+
+
+def test_progress_bar_on_a_terminal_shows_loss_lr_and_tokens_per_second(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = ConsoleProgress(tty=True)
+    state = SimpleNamespace(global_step=0, max_steps=4, num_input_tokens_seen=0, is_world_process_zero=True,
+                            log_history=[])
+    bar.on_train_begin(None, state, None)
+    for step in (1, 2):
+        state.global_step, state.num_input_tokens_seen = step, 1000 * step
+        bar.on_step_end(None, state, None)
+    state.log_history.append({"loss": 1.25, "learning_rate": 3e-4, "grad_norm": 0.5, "step": 2})
+    bar.on_log(None, state, None, logs={"loss": 1.25, "learning_rate": 3e-4, "grad_norm": 0.5})
+    bar.on_log(None, state, None, logs={"eval_loss": 0.75, "eval_runtime": 1.0})
+    bar.on_train_end(None, state, None)
+    out = err.getvalue()
+    assert "2/4" in out and "loss=1.2500" in out and "lr=3.00e-04" in out and "tok/s=" in out
+    assert "eval at step 2: loss 0.7500" in out
+    assert state.log_history[-1]["tokens_per_s"] > 0  # the shown throughput is also recorded
+
+
+def test_report_cli_names_a_dir_that_is_neither_run_nor_sweep(tmp_path, capsys):
+    assert report_main([f"dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path} is neither a run dir (no run_manifest.json) "
+                                               f"nor a sweep dir (no sweep.yaml)")
