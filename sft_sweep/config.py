@@ -116,7 +116,9 @@ def validate(c: dict) -> None:
     from trl import SFTConfig
 
     _unknown_keys("optim", c["optim"], _fields(SFTConfig), "trl.SFTConfig")
-    _unknown_keys("trainer", c["trainer"], _fields(SFTConfig), "trl.SFTConfig")
+    _unknown_keys("trainer", (k for k in c["trainer"] if k not in ("on_oom",)), _fields(SFTConfig), "trl.SFTConfig")
+    if c["trainer"].get("on_oom", "retry") not in ("retry", "fail"):
+        raise UserError(f"trainer.on_oom={c['trainer']['on_oom']!r}: expected retry or fail")
     if c["lora"]:
         from sft_sweep.model import NOT_LORA_CONFIG
 

@@ -106,6 +106,9 @@ def summary(metrics: dict, commands: dict, optimized_metric: str) -> str:
         ("monitor events", ", ".join(f"{k} {v}" for k, v in events.items()) + (
             f", rollbacks {len(monitor['rollbacks'])}" if monitor.get("rollbacks") else "") or "none"),
     ]
+    if oom := metrics.get("oom"):
+        rows.append(("out of memory", f"{oom['retries']} retries, micro-batch {oom['micro_batch']} "
+                                      f"(effective batch {oom['effective_batch']})"))
     width = max(len(k) for k, _ in rows)
     lines = ["", "run summary", *[f"  {k:<{width}}  {v}" for k, v in rows], ""]
     lines += [f"  {name:<10} {command}" for name, command in commands.items() if command]

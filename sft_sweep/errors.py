@@ -13,3 +13,10 @@ class RunDiverged(UserError):
 
 class TrialPruned(UserError):
     """An Optuna sweep's pruner stopped this trial early; its records are written (status pruned)."""
+
+
+class RunInterrupted(UserError):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint (status interrupted); the same command
+    resumes it. Exit code 75 (EX_TEMPFAIL): schedulers that requeue on it get the run back."""
+
+    exit_code = 75

@@ -96,6 +96,9 @@ class WandbRecords(RecordCallback):
         if monitor:
             self.run.summary.update({f"monitor/{k}": v for k, v in monitor["counts"].items()})
             self.run.summary["monitor/rollbacks"] = len(monitor["rollbacks"])
+        if metrics.get("oom"):  # out-of-memory retries (oom.py): how many, and the micro-batch it ended with
+            self.run.summary.update({"oom/retries": metrics["oom"]["retries"],
+                                     "oom/micro_batch": metrics["oom"]["micro_batch"]})
         if evaluation is not None and evaluation.samples is not None:
             columns = ["id", "kind", "prompt", "reference", "prediction", "ended"]
             probes = evaluation.probe_table()

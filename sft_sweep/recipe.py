@@ -19,7 +19,9 @@ from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
+from sft_sweep.oom import OomFallback
 from sft_sweep.optuna_trial import OptunaReporter, current_trial
+from sft_sweep.preemption import GracefulStop, resume_point, step_of
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.tune_report import TuneReporter, in_tune_trial
@@ -39,11 +41,12 @@ def run(cfg: DictConfig) -> float:
         set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
         wandb_run = logger.start(c["logger"], run_dir, c)
         trainer, validation_rows = setup(c, run_dir, wandb_run)
+        checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"], pasteable_command())
         evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
                                 trainer, validation_rows)
         evaluation.before()  # the base model's answers and probes, for the before/after comparison
         # --- train ---------------------------------------------------------------------------------
-        train_output = train(trainer)
+        train_output = train(trainer, checkpoint)
         # --- record --------------------------------------------------------------------------------
         metrics = record(c, trainer, train_output, evaluation, run_dir)
         return metrics[c["optimized_metric"]]
@@ -70,6 +73,8 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
                          data_collator=collator, processing_class=tokenizer)
     console.ConsoleProgress.install(trainer)  # a progress bar / compact lines instead of raw dicts
+    trainer.add_callback(GracefulStop())  # SIGTERM/SIGINT: checkpoint at the step's end, then exit 75
+    OomFallback.install(trainer, c["trainer"]["on_oom"])
     trainer.add_callback(CheckpointsReadme(base, pasteable_command()))
     if c["monitor"]["enabled"]:
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
@@ -82,15 +87,20 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     return trainer, data.validation_rows
 
 
-def train(trainer: SFTTrainer) -> dict:
-    """trainer.train(), resumed from the last good checkpoint after each monitor rollback.
-    Returns the last segment's TrainOutput metrics, with the runtime summed over all segments."""
-    monitor = TrainingMonitor.of(trainer)
-    output = trainer.train()
+def train(trainer: SFTTrainer, checkpoint=None) -> dict:
+    """trainer.train() (from `checkpoint` when resuming), resumed from the last good checkpoint after each
+    monitor rollback; a signal ends it with a checkpoint (RunInterrupted). Returns the last segment's
+    TrainOutput metrics, with the runtime summed over all segments."""
+    monitor, stop = TrainingMonitor.of(trainer), GracefulStop.of(trainer)
+    if checkpoint is not None:
+        log.info("resuming from %s (step %d)", checkpoint, step_of(checkpoint))
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = output.metrics["train_runtime"]
+    stop.raise_if_stopped(trainer.state, trainer.args.output_dir)
     while monitor is not None and (checkpoint := monitor.prepare_rollback()):
         output = trainer.train(resume_from_checkpoint=checkpoint)
         runtime += output.metrics["train_runtime"]
+        stop.raise_if_stopped(trainer.state, trainer.args.output_dir)
     return {**output.metrics, "train_runtime": runtime}
 
 
@@ -151,4 +161,5 @@ def training_metrics(trainer: SFTTrainer, train_output: dict) -> dict:
         "diverged": bool(monitor and monitor.state.diverged),
         "pruned_at_step": reporter.pruned_at if (reporter := OptunaReporter.of(trainer)) else None,
         "monitor": monitor.summary() if monitor else None,
+        "oom": oom.summary() if (oom := OomFallback.of(trainer)) else None,
     }

@@ -27,6 +27,7 @@ import os
 import platform
 import resource
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sft_sweep import dist
-from sft_sweep.errors import RunDiverged, TrialPruned, UserError
+from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError
 
 log = logging.getLogger("sft_sweep")
 PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
@@ -132,7 +133,7 @@ class RunDir:
         if dist.is_main_process():
             write_json(self.manifest, {"status": "started", "command": pasteable_command(), "config": config,
                                        "seed": config["seed"], "git": git_state(), "versions": package_versions(),
-                                       "hardware": hardware()})
+                                       "hardware": hardware(), "host": socket.gethostname(), "pid": os.getpid()})
 
     def set_status(self, status: str, **extra) -> None:
         if dist.is_main_process() and self.manifest.is_file():
@@ -144,8 +145,9 @@ class RunDir:
         if self.finished:
             return
         stopped = isinstance(exc, SystemExit) and exc.code in (0, None)  # a sweep scheduler stopped the trial
+        interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
         status = ("diverged" if isinstance(exc, RunDiverged) else "pruned" if isinstance(exc, TrialPruned) else
-                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped" if stopped else "failed")
+                  "interrupted" if interrupted else "stopped" if stopped else "failed")
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         # Into train.log only: the console already gets the one-line error (or Hydra's traceback).
         record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run %s: %s", (status, reason),

@@ -1,0 +1,139 @@
+"""Preemption and resume on real runs: SIGTERM saves a checkpoint and exits 75, SIGKILL loses only the steps since
+the last checkpoint, a half-written checkpoint is skipped, and the resumed loss curve equals an uninterrupted run's
+bitwise (CPU, logging every step)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sft_sweep.preemption import newest_complete, resume_point
+from sft_sweep.run_dir import RunDir
+from tests.helpers import TINY, env_without_network, run_cli
+
+pytestmark = pytest.mark.slow
+RUN = [*TINY, "trainer.logging_steps=1", "trainer.save_steps=4", "trainer.save_total_limit=null", "eval.enabled=false"]
+# The same entrypoint, each training step slowed to 0.4 s so a signal can land mid-run.
+SLOW = ("import runpy, sys, time, transformers\n"
+        "step = transformers.Trainer.training_step\n"
+        "def slow(self, *a, **k):\n    time.sleep(0.4)\n    return step(self, *a, **k)\n"
+        "transformers.Trainer.training_step = slow\n"
+        "sys.argv = ['sft_sweep', *sys.argv[1:]]\n"
+        "runpy.run_module('sft_sweep', run_name='__main__')\n")
+
+
+def losses(run_dir):
+    return [(h["step"], h["loss"]) for h in json.loads((run_dir / "log_history.json").read_text()) if "loss" in h]
+
+
+def start(cwd, *args):
+    return subprocess.Popen([sys.executable, "-c", SLOW, *RUN, *args], cwd=cwd, env=env_without_network(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path, process, timeout=240):
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *RUN) == 0
+    return losses(run_dir)
+
+
+def test_sigterm_saves_a_checkpoint_exits_75_and_the_run_resumes_bitwise(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(tmp_path, f"hydra.run.dir={run_dir}")
+    wait_for(run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json", process)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 75, out
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["error"].startswith("RunInterrupted: stopped by SIGTERM")
+    stopped = newest_complete(run_dir / "checkpoints")
+    assert 4 < int(stopped.name.split("-")[1]) < 12  # saved at the step it stopped, not at a save_steps multiple
+    assert not (run_dir / "metrics.json").exists()
+    # the same command, pointing at the same run dir, resumes there
+    again = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={run_dir}", *RUN], cwd=tmp_path,
+                           env=env_without_network(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from {stopped} (step {stopped.name.split('-')[1]})" in again.stdout
+    assert losses(run_dir) == reference  # bitwise
+    assert json.loads((run_dir / "run_manifest.json").read_text())["status"] == "finished"
+
+
+def test_after_sigkill_the_same_command_resumes_from_the_newest_complete_checkpoint(reference, tmp_path,
+                                                                                    monkeypatch):
+    process = start(tmp_path)  # in outputs/runs/<time>/, as a user would run it
+    runs, killed, deadline = tmp_path / "outputs" / "runs", None, time.time() + 240
+    while killed is None:
+        found = list(runs.glob("*/checkpoints/checkpoint-8/trainer_state.json"))
+        killed = found[0].parents[2] if found else None
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    # a checkpoint cut short by the kill: no trainer_state.json, which transformers writes last
+    half = killed / "checkpoints" / "checkpoint-10"
+    half.mkdir(exist_ok=True)
+    (half / "adapter_model.safetensors").write_bytes(b"partial")
+    (half / "trainer_state.json").unlink(missing_ok=True)
+    assert json.loads((killed / "run_manifest.json").read_text())["status"] == "started"
+    time.sleep(1.1)  # the next run dir gets another name (seconds resolution)
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(*RUN) == 0  # the same command, in a fresh run dir
+    [fresh] = [p for p in runs.iterdir() if p != killed]
+    log = (fresh / "train.log").read_text()
+    assert f"resume: skipping {half}: half-written" in log
+    assert f"resuming from {killed / 'checkpoints' / 'checkpoint-8'} (step 8)" in log
+    assert losses(fresh) == reference
+
+
+def checkpoint(run_dir, step, complete=True):
+    path = run_dir / "checkpoints" / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+    if complete:
+        (path / "trainer_state.json").write_text("{}")
+    return path
+
+
+def manifest(run_dir, command, status, pid=None):
+    import socket
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_manifest.json").write_text(json.dumps({"command": command, "status": status, "pid": pid,
+                                                           "host": socket.gethostname()}))
+
+
+def test_resume_point_takes_only_unfinished_dead_runs_of_the_same_command(tmp_path):
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "new")
+    run.path.mkdir(parents=True)
+    other, done, alive, dead = (runs / n for n in ("other", "done", "alive", "dead"))
+    manifest(other, "python -m sft_sweep lora.r=8", "interrupted")
+    checkpoint(other, 4)
+    manifest(done, "cmd", "finished")
+    checkpoint(done, 4)
+    (done / "metrics.json").write_text("{}")
+    manifest(alive, "cmd", "started", pid=os.getppid())  # still running
+    checkpoint(alive, 4)
+    assert resume_point(run, "auto", "cmd") is None
+    manifest(dead, "cmd", "started", pid=2**22 + 12345)  # its process is gone
+    good = checkpoint(dead, 4)
+    checkpoint(dead, 8, complete=False)
+    assert resume_point(run, "auto", "cmd") == good
+    assert resume_point(run, None, "cmd") is None
+    own = checkpoint(run.path, 2)
+    assert resume_point(run, "auto", "cmd") == own  # its own checkpoints first
+    with pytest.raises(Exception, match="not a complete checkpoint"):
+        resume_point(run, str(dead / "checkpoints" / "checkpoint-8"), "cmd")
