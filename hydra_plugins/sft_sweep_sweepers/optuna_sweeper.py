@@ -264,8 +264,11 @@ class OptunaSweeper(Sweeper):
 
     def interrupt_stale(self) -> None:
         """Running trials whose worker is gone: its process on this host has exited, or no heartbeat for
-        heartbeat_grace seconds."""
+        heartbeat_grace seconds. One that saved a checkpoint is asked again with the same parameters; that
+        run finds the checkpoint (trainer.resume_from_checkpoint: auto) and goes on from it."""
         import optuna
+
+        from sft_sweep.preemption import newest_complete
 
         host = socket.gethostname()
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -282,6 +285,8 @@ class OptunaSweeper(Sweeper):
             self.record(t.number, t.params, "interrupted", reason="its sweep worker stopped while it ran")
             log.warning("optuna: trial %d was interrupted (worker %s gone): counted failed, owed again",
                         t.number, t.user_attrs.get("worker"))
+            if newest_complete(run_dir.checkpoints):  # its parameters next: that trial resumes from the checkpoint
+                self.study.enqueue_trial(t.params)
 
     # --- one trial -----------------------------------------------------------------------------------------
     def run(self, trial) -> None:
