@@ -25,7 +25,7 @@ from sft_sweep.run_dir import append_jsonl
 
 log = logging.getLogger(__name__)
 KINDS = ("loss_spike", "grad_explosion", "nan", "eval_divergence")
-ACTIONS = {"loss_spike": ("warn", "stop", "rollback"), "grad_explosion": ("warn", "stop", "rollback"),
+ACTIONS = {"loss_spike": ("warn", "stop", "rollback", "skip"), "grad_explosion": ("warn", "stop", "rollback", "skip"),
            "nan": ("warn", "stop", "rollback"), "eval_divergence": ("warn", "early_stop")}
 
 
@@ -104,6 +104,7 @@ class MonitorState:
     rollbacks: list = field(default_factory=list)
     rollback_to: str | None = None  # set when training stopped to roll back...
     rollback_from: int = 0  # ...at the step of this event
+    skipped_steps: list = field(default_factory=list)  # steps the skip action did not apply (skip_step.py)
 
 
 class TrainingMonitor(TrainerCallback):
@@ -151,7 +152,8 @@ class TrainingMonitor(TrainerCallback):
             if div:
                 events.append(Event("eval_divergence", step, div))
         for event in events:
-            self.act(event, state, control)
+            if self.cfg["actions"][event.kind] != "skip":  # skip acts per step, in skip_step.py
+                self.act(event, state, control)
         return control
 
     # --- actions --------------------------------------------------------------------------------
@@ -238,4 +240,4 @@ class TrainingMonitor(TrainerCallback):
 
     def summary(self) -> dict:
         return {"counts": self.state.counts, "diverged": self.state.diverged, "rollbacks": self.state.rollbacks,
-                "events": len(self.state.events)}
+                "skipped_steps": self.state.skipped_steps, "events": len(self.state.events)}

@@ -24,6 +24,7 @@ from sft_sweep.optuna_trial import OptunaReporter, current_trial
 from sft_sweep.preemption import GracefulStop, resume_point, step_of
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
+from sft_sweep.skip_step import SkipStep
 from sft_sweep.tune_report import TuneReporter, in_tune_trial
 
 log = logging.getLogger("sft_sweep")
@@ -78,6 +79,7 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     trainer.add_callback(CheckpointsReadme(base, pasteable_command()))
     if c["monitor"]["enabled"]:
         trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
+    SkipStep.install(trainer, c["monitor"])  # monitor.actions.*=skip: outlier steps are not applied
     if in_tune_trial():  # an ASHA sweep: report each evaluation so weak trials stop early
         trainer.add_callback(TuneReporter(run_dir.tune_progress))
     if trial := current_trial(c["optimized_metric"]):  # an Optuna sweep: the same, to the trial's pruner

@@ -178,3 +178,43 @@ def test_wandb_offline_run_records_alerts_and_counters(tmp_path):
     n = sum(e["kind"] == "grad_explosion" for e in events)
     assert n > 0 and counts["monitor/grad_explosion"] == n and counts["monitor/rollbacks"] == 0
     assert max(h.get("monitor/grad_explosion", 0) for h in history(record)) == n
+
+
+@pytest.mark.slow
+def test_skip_action_drops_a_planted_bad_batch_and_changes_no_weight(tmp_path):
+    import torch
+    from transformers import TrainerCallback
+
+    from sft_sweep.recipe import setup
+    from sft_sweep.run_dir import RunDir
+
+    c = plain(*TINY, "trainer.max_steps=30", "trainer.eval_strategy=no", "trainer.eval_on_start=false",
+              "monitor.actions.loss_spike=skip", "monitor.skip.window=8", "monitor.skip.min_history=8",
+              "monitor.skip.z_threshold=4")
+    trainer, _ = setup(c, RunDir(tmp_path))
+    collate, calls = trainer.data_collator, [0]
+
+    def planted(rows):  # batch 25: every trained label replaced by a random token
+        batch = collate(rows)
+        calls[0] += 1
+        if calls[0] == 25:
+            trained = batch["labels"] != -100
+            batch["labels"][trained] = torch.randint(0, 1000, (int(trained.sum()),), generator=torch.Generator()
+                                                     .manual_seed(0))
+        return batch
+
+    trainer.data_collator = planted
+    weights = {}
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            weights[state.global_step] = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    same = [all(torch.equal(a, b) for a, b in zip(weights[s - 1], weights[s])) for s in range(2, 31)]
+    assert [s for s, unchanged in zip(range(2, 31), same) if unchanged] == [25]  # only the planted step
+    [event] = [json.loads(line) for line in (tmp_path / "monitor_events.jsonl").read_text().splitlines()]
+    assert event["kind"] == "loss_spike" and event["action"] == "skip" and event["step"] == 25
+    assert event["values"]["z"] > 4
+    assert TrainingMonitor.of(trainer).summary()["skipped_steps"] == [25]  # reported in metrics.json
