@@ -116,7 +116,8 @@ def validate(c: dict) -> None:
     from trl import SFTConfig
 
     _unknown_keys("optim", c["optim"], _fields(SFTConfig), "trl.SFTConfig")
-    _unknown_keys("trainer", (k for k in c["trainer"] if k not in ("on_oom",)), _fields(SFTConfig), "trl.SFTConfig")
+    ours = ("on_oom", "by_data_size")  # trainer keys sft-sweep reads itself (oom.py, sizing.py)
+    _unknown_keys("trainer", (k for k in c["trainer"] if k not in ours), _fields(SFTConfig), "trl.SFTConfig")
     if c["trainer"].get("on_oom", "retry") not in ("retry", "fail"):
         raise UserError(f"trainer.on_oom={c['trainer']['on_oom']!r}: expected retry or fail")
     if c["lora"]:

@@ -99,6 +99,9 @@ def summary(metrics: dict, commands: dict, optimized_metric: str) -> str:
          f"{num(before.get('json_validity'), '.2f')} -> {num(metrics.get('eval_json_validity'), '.2f')}"),
         ("exact match before -> after",
          f"{num(before.get('exact_match'), '.2f')} -> {num(metrics.get('eval_exact_match'), '.2f')}"),
+        ("forgetting (general ppl)", f"{num(metrics.get('general_perplexity_before'), '.3f')} -> "
+                                     f"{num(metrics.get('general_perplexity_after'), '.3f')} "
+                                     f"({num(metrics.get('forgetting_delta'), '+.3f')})"),
         ("steps, time", f"{metrics['global_step']}, {duration(metrics['train_runtime_s'])}"),
         ("tokens/s", f"{metrics['train_tokens_per_s']:,.0f}"),
         ("peak memory", ", ".join(f"{k.removesuffix('_mib')} {v:,.0f} MiB"

@@ -5,6 +5,8 @@
                  eval_metrics.summarize (JSON validity and keys, exact match overall and per task
                  kind, usability, answer diversity)
     probes       the configured questions, answered by the model (for the before/after table)
+    forgetting   perplexity on general chat (eval.general_path) before and after training; the
+                 difference is the forgetting delta (> 0: the model got worse at general chat)
 """
 
 import json
@@ -45,6 +47,25 @@ def perplexity(model, dataset, collator, batch_size: int = 16) -> float:
     finally:
         model.train(was_training)
     return math.exp(total / count) if count else float("nan")
+
+
+def general_perplexity(model, tokenizer, path: str, max_length: int, batch_size: int) -> float:
+    """Perplexity over the assistant turns of a general chat file (any format the data group reads)."""
+    from sft_sweep.data.formats import RowError, normalize
+    from sft_sweep.data.sources import read_source
+    from sft_sweep.data.tokenize import tokenize_rows
+    from sft_sweep.errors import UserError
+    from sft_sweep.packing import BlockDiagonalCollator
+
+    rows = []
+    for raw, where in read_source(path):
+        try:
+            rows.append(normalize(raw, "auto"))
+        except RowError as exc:
+            raise UserError(f"eval.general_path: {where}: {exc}") from None
+    masking = {"train_on": "all_assistant", "train_tool_calls": True, "thinking": True}
+    dataset = tokenize_rows(rows, tokenizer, max_length, masking, f"eval.general_path {path}")
+    return perplexity(model, dataset, BlockDiagonalCollator(tokenizer.pad_token_id), batch_size)
 
 
 def answer_prompts(rows: list[dict], max_samples: int) -> list[dict]:
@@ -108,9 +129,17 @@ class Evaluation:
 
     def __init__(self, cfg: dict, trainer, validation_rows: list[dict]):
         self.cfg, self.trainer, self.rows = cfg, trainer, validation_rows
-        self.before_scores = self.before_probes = self.samples = self.probes = None
+        self.before_scores = self.before_probes = self.samples = self.probes = self.general_before = None
+
+    def general(self) -> float | None:
+        if not self.cfg.get("general_path"):
+            return None
+        return general_perplexity(self.trainer.model, self.trainer.processing_class, self.cfg["general_path"],
+                                  self.trainer.args.max_length, self.cfg["batch_size"])
 
     def before(self) -> None:
+        if self.cfg["enabled"]:
+            self.general_before = self.general()  # the forgetting check's baseline, even without before_training
         if self.cfg["enabled"] and self.cfg["before_training"]:
             model, tok = self.trainer.model, self.trainer.processing_class
             self.before_scores, _ = answer_eval(model, tok, self.rows, self.cfg)
@@ -130,8 +159,16 @@ class Evaluation:
             log.warning("evaluation: near-constant answers (%d distinct answers to %d distinct references; "
                         "%.0f%% are %r)", scores["distinct_answers"], scores["distinct_references"],
                         100 * scores["top_answer_share"], scores["top_answer"])
+        forgetting = {}
+        if self.general_before is not None:
+            after = self.general()
+            forgetting = {"general_perplexity_before": self.general_before, "general_perplexity_after": after,
+                          "forgetting_delta": after - self.general_before}
+            log.info("forgetting check: general-chat perplexity %.3f -> %.3f (delta %+.3f)", self.general_before,
+                     after, after - self.general_before)
         return {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
                                               self.cfg["batch_size"]),
+                **forgetting,
                 **{f"eval_{k}": v for k, v in scores.items()},
                 "before_training": self.before_scores,
                 "probes": [dict(zip(("probe", "before", "after"), row)) for row in self.probe_table()]}

@@ -12,9 +12,12 @@ A checkpoint is complete when transformers wrote its trainer_state.json, which i
 weights, optimizer, scheduler and RNG states), and that file parses.
 """
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -86,6 +89,26 @@ def resume_point(run_dir: RunDir, setting, command: str | None) -> Path | None:
             if checkpoint := newest_complete(sibling.checkpoints):
                 return checkpoint
     return None
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(checkpoints: str):
+    """No space left while training (a checkpoint, most likely): remove the half-written checkpoints, which
+    only take room, and say in one line where the run can go on from."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        folder = Path(checkpoints)
+        good = newest_complete(folder)
+        half = [p for p in folder.glob("checkpoint-*") if not is_complete(p)]
+        for path in half:
+            shutil.rmtree(path, ignore_errors=True)
+        where = Path(exc.filename).parent if exc.filename else folder
+        raise UserError(f"no space left on device writing {where}; removed {len(half)} half-written checkpoint(s); "
+                        + (f"free space and run the same command again to resume from {good}" if good else
+                           "free space and run the same command again")) from None
 
 
 class GracefulStop(TrainerCallback):

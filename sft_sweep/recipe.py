@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from transformers import set_seed
 from trl import SFTTrainer
 
-from sft_sweep import config, console, dist, logger, packing, report
+from sft_sweep import config, console, dist, logger, packing, report, sizing
 from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import RunDiverged, TrialPruned, UserError
@@ -21,7 +21,7 @@ from sft_sweep.model import add_lora, base_model_path, build_model, build_tokeni
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.oom import OomFallback
 from sft_sweep.optuna_trial import OptunaReporter, current_trial
-from sft_sweep.preemption import GracefulStop, resume_point, step_of
+from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point, step_of
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.skip_step import SkipStep
@@ -65,6 +65,8 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     tokenizer = build_tokenizer(c["model"])
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
+    for setting in sizing.apply(c, len(data.train)):  # trainer=auto_by_size: epochs and lr from the data's size
+        log.info("auto_by_size: %s (%d training rows)", setting, len(data.train))
     base = base_model_path(c["model"], tokenizer, run_dir.base_model)
     model = add_lora(build_model(c["model"], c["lora"], base), c["lora"])
     attn = resolve_attn_implementation(c["model"]["attn_implementation"])
@@ -96,11 +98,13 @@ def train(trainer: SFTTrainer, checkpoint=None) -> dict:
     monitor, stop = TrainingMonitor.of(trainer), GracefulStop.of(trainer)
     if checkpoint is not None:
         log.info("resuming from %s (step %d)", checkpoint, step_of(checkpoint))
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with disk_full_is_an_error(trainer.args.output_dir):
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = output.metrics["train_runtime"]
     stop.raise_if_stopped(trainer.state, trainer.args.output_dir)
     while monitor is not None and (checkpoint := monitor.prepare_rollback()):
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+        with disk_full_is_an_error(trainer.args.output_dir):
+            output = trainer.train(resume_from_checkpoint=checkpoint)
         runtime += output.metrics["train_runtime"]
         stop.raise_if_stopped(trainer.state, trainer.args.output_dir)
     return {**output.metrics, "train_runtime": runtime}

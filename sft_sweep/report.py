@@ -104,6 +104,9 @@ def run_report(run: RunDir) -> Path:
                                                                                   m.get("eval_loss"))),
                ("JSON validity before → after", arrow(before.get("json_validity"), m.get("eval_json_validity"))),
                ("exact match before → after", arrow(before.get("exact_match"), m.get("eval_exact_match"))),
+               ("general-chat perplexity before → after", arrow(m.get("general_perplexity_before"),
+                                                                 m.get("general_perplexity_after"))),
+               ("forgetting delta", num(m.get("forgetting_delta"))),
                ("tokens/s", num(m.get("train_tokens_per_s"))), ("peak memory (MiB)", peak(m.get("peak_memory"))),
                ("monitor events", len(d["events"]))]
     scalars = {k: v for k, v in m.items() if k.startswith("eval_") and isinstance(v, (int, float))}

@@ -128,6 +128,16 @@ class RunDir:
             raise UserError(f"{self.path} already holds a finished run ({self.metrics.name}); "
                             f"choose another hydra.run.dir or pass overwrite=true")
 
+    def check_writable(self) -> None:
+        """Before anything is written: the dir can be made and written (not a file, not read-only)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write the run dir {self.path}: {exc.strerror or exc}") from None
+
     # --- writing a run's records ------------------------------------------------------------------
     def start(self, config: dict) -> None:
         if dist.is_main_process():
@@ -246,7 +256,9 @@ class RefuseFinishedRunDir(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
-            RunDir(config.hydra.run.dir).refuse_if_finished(config.get("overwrite", False))
+            run_dir = RunDir(config.hydra.run.dir)
+            run_dir.refuse_if_finished(config.get("overwrite", False))
+            run_dir.check_writable()
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None  # Hydra only warns about a callback's exceptions

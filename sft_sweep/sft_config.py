@@ -25,6 +25,7 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
         raise UserError("trainer.assistant_only_loss: the loss is on assistant tokens by default; "
                         "choose what trains with data.train_on=all_assistant|last_assistant|all")
     kwargs.pop("on_oom", None)  # ours (oom.py), not an SFTConfig field
+    kwargs.pop("by_data_size", None)  # ours (sizing.py, trainer=auto_by_size)
     kwargs.pop("resume_from_checkpoint", None)  # the recipe resolves it (auto | path | null): preemption.py
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
     if dist.world_size() > 1 and not torch.cuda.is_available():

@@ -101,3 +101,19 @@ def test_ctrl_c_in_chat_quits_without_a_traceback(run):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0 and "Traceback" not in child.before
+
+
+@pytest.mark.slow
+def test_forgetting_check_measures_general_chat_before_and_after(run):
+    from sft_sweep.evaluation import general_perplexity
+
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["forgetting_delta"] == m["general_perplexity_after"] - m["general_perplexity_before"]
+    # the baseline is the untrained base model's perplexity on the shipped general sample
+    general = str(REPO / "sft_sweep/assets/general/eval.jsonl")
+    model, tokenizer = RunDir(run).load_model()
+    with model.disable_adapter():
+        before = general_perplexity(model, tokenizer, general, 256, 16)
+    assert before == pytest.approx(m["general_perplexity_before"], rel=1e-4)
+    assert general_perplexity(model, tokenizer, general, 256, 16) == pytest.approx(m["general_perplexity_after"],
+                                                                                    rel=1e-4)

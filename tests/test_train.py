@@ -187,6 +187,20 @@ def test_full_fine_tuning_changes_the_weights(tmp_path):
 
 
 @pytest.mark.slow
+def test_qlora8_loads_the_base_in_8_bit_and_trains_the_adapter(tmp_path):
+    import bitsandbytes as bnb
+
+    trainer, _ = setup(plain(*TINY, "lora=qlora8", "trainer.max_steps=2", "trainer.eval_strategy=no",
+                             "trainer.eval_on_start=false"), RunDir(tmp_path))
+    linear8 = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    assert len(linear8) == 2 * 7 and all(m.weight.dtype == torch.int8 for m in linear8)
+    _, trainable = frozen_and_trainable(trainer.model)
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any("lora_B" in n and not torch.equal(trainable[n], after[n]) for n in trainable)
+
+
+@pytest.mark.slow
 def test_qlora_on_cpu_quantizes_to_4bit_and_trains(tmp_path):
     import bitsandbytes as bnb
 

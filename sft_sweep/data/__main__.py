@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from sft_sweep import config
+from sft_sweep import config, sizing
 from sft_sweep.data.formats import suggest_field_map
 from sft_sweep.data.prepare import TooFewRows, prepare, run_pipeline
 from sft_sweep.data.sources import read_source
@@ -69,6 +69,7 @@ def check(cfg: dict) -> None:
     print(f"turns per conversation: mean {statistics.mean(turns) if turns else 0:.2f}, max {max(turns, default=0)}; "
           f"roles: {dict(roles)}")
     print(f"length in tokens ({cfg['model']['tokenizer'] or cfg['model']['name_or_path']}): {percentiles(lengths)}")
+    print(sizing.describe(report["train_rows"]))
     max_length = cfg["trainer"]["max_length"]
     too_long = [n for n in lengths if n > max_length]
     if too_long:

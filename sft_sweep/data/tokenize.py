@@ -54,12 +54,15 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int, masking: dict, n
     `masking`: see masking_config."""
     eot = end_of_turn_token(tokenizer)
     columns = {"input_ids": [], "assistant_masks": []}
-    dropped = 0
+    dropped, shortest_prefix = 0, None  # the fewest tokens any row has before its first trained token
     for row in rows:
         enc = encode_row(tokenizer, row, masking, eot)
         ids, mask = enc.input_ids[:max_length], enc.assistant_masks[:max_length]
         if not any(mask):
             dropped += 1
+            if 1 in enc.assistant_masks:
+                prefix = enc.assistant_masks.index(1)
+                shortest_prefix = prefix if shortest_prefix is None else min(shortest_prefix, prefix)
             continue
         columns["input_ids"].append(ids)
         columns["assistant_masks"].append(mask)
@@ -67,6 +70,10 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int, masking: dict, n
         log.warning("%s: dropped %d of %d rows with no assistant token left within max_length=%d",
                     name, dropped, len(rows), max_length)
     if not columns["input_ids"]:
+        if shortest_prefix is not None:
+            raise UserError(f"trainer.max_length={max_length} is shorter than the chat template's own header: every "
+                            f"{name} row has at least {shortest_prefix} tokens before its first answer token; "
+                            f"raise trainer.max_length well above {shortest_prefix}")
         raise UserError(f"{name}: no row has an assistant token within max_length={max_length}")
     return Dataset.from_dict(columns)
 

@@ -1,0 +1,75 @@
+"""Bad input as a new user would give it: each is one line on stderr naming the key, file or row, exit code 2,
+and nothing half-written left behind (no finished-looking run, no half checkpoint, no partial cache)."""
+
+import errno
+import json
+
+import pytest
+import transformers
+
+from tests.helpers import TINY, run_cli
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def one_line_error(capsys) -> str:
+    """The error line (stderr's last; progress bars of data preparation may come before it), no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    return line.removeprefix("error: ")
+
+
+def chat_row(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                         {"role": "assistant", "content": str(i + 1)}]}
+
+
+def test_max_length_below_the_chat_templates_own_header(tmp_path, capsys):
+    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}", *TINY,
+                   "trainer.max_length=4") == 2
+    message = one_line_error(capsys)
+    assert message.startswith("trainer.max_length=4 is shorter than the chat template's own header")
+    assert read(tmp_path / "r" / "run_manifest.json")["status"] == "failed"
+
+
+def test_an_output_dir_that_cannot_be_written(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert run_cli(f"hydra.run.dir={blocker / 'run'}", *TINY) == 2
+    assert one_line_error(capsys).startswith(f"cannot write the run dir {blocker / 'run'}: ")
+
+
+def test_an_empty_data_file(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}", "data=local",
+                   f"data.path={empty}") == 2
+    assert one_line_error(capsys) == f"{empty}: no data to train on: it holds no rows"
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.arrow"))
+
+
+def test_a_data_file_that_is_all_duplicates(tmp_path, capsys):
+    same = tmp_path / "same.jsonl"
+    same.write_text("".join(json.dumps(chat_row(1)) + "\n" for _ in range(50)))
+    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}", "data=local",
+                   f"data.path={same}") == 2
+    message = one_line_error(capsys)
+    assert message == f"{same}: no data to train on: only 1 distinct row(s) left after removing 49 exact duplicates"
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint(tmp_path, capsys, monkeypatch):
+    def no_space(self, output_dir):  # after weights and optimizer, before trainer_state.json: a half checkpoint
+        raise OSError(errno.ENOSPC, "No space left on device", f"{output_dir}/rng_state.pth")
+
+    monkeypatch.setattr(transformers.Trainer, "_save_rng_state", no_space)
+    run_dir = tmp_path / "r"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.save_steps=4", "eval.enabled=false") == 2
+    message = one_line_error(capsys)
+    assert message.startswith(f"no space left on device writing {run_dir / 'checkpoints' / 'checkpoint-4'}")
+    assert not (run_dir / "checkpoints" / "checkpoint-4").exists()  # the half checkpoint is removed
+    assert read(run_dir / "run_manifest.json")["status"] == "failed" and not (run_dir / "metrics.json").exists()

@@ -1,0 +1,37 @@
+"""Epochs and learning rate by data size (the training guides' table): the table's edges, `data check`'s line,
+and trainer=auto_by_size setting them on a real trainer over the preset's values."""
+
+import pytest
+
+from sft_sweep.data.__main__ import main as data_cli
+from sft_sweep.recipe import setup
+from sft_sweep.run_dir import RunDir
+from sft_sweep.sizing import recommend
+from tests.helpers import TINY, plain
+
+
+@pytest.mark.parametrize("rows, epochs, lr", [(1, 9, 1e-5), (499, 9, 1e-5), (500, 6, 1e-5), (1999, 6, 1e-5),
+                                              (2000, 4, 5e-6), (4999, 4, 5e-6), (5000, 2, 5e-6), (10**6, 2, 5e-6)])
+def test_table_edges(rows, epochs, lr):
+    r = recommend(rows)
+    assert (r["num_train_epochs"], r["learning_rate"]) == (epochs, lr)
+
+
+def test_data_check_prints_the_recommendation(capsys):
+    assert data_cli(["check", "data=sample_with_general"]) == 0
+    out = capsys.readouterr().out
+    # 2,157 task rows + 80 general rows resampled to 90%, 10% held out: 1,811 training rows
+    assert "source general: 80 valid" in out
+    assert ("recommended for 1811 training rows: 5-8 epochs at learning rate 1e-05 (trainer=auto_by_size applies "
+            "num_train_epochs=6, optim.learning_rate=1e-05)") in out
+
+
+def test_auto_by_size_sets_epochs_and_learning_rate_over_the_preset(tmp_path):
+    overrides = [o for o in TINY if not o.startswith("trainer.max_steps")]
+    c = plain(*overrides, "trainer=auto_by_size")
+    assert c["trainer"]["num_train_epochs"] == 7 and c["optim"]["learning_rate"] == 5e-3  # the tiny preset's
+    trainer, _ = setup(c, RunDir(tmp_path))
+    assert len(trainer.train_dataset) == 2141  # 2,157 rows less the 16 held out
+    assert trainer.args.num_train_epochs == 4 and trainer.args.learning_rate == 5e-6
+    with pytest.raises(Exception, match="trainer.by_data_size=true with trainer.max_steps=12"):
+        setup(plain(*TINY, "trainer=auto_by_size", "trainer.max_steps=12"), RunDir(tmp_path / "b"))
