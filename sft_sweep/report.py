@@ -137,6 +137,16 @@ def sweep_settings(sweep: SweepDir) -> dict:
     return {**s, "minimize": s["direction"] == "minimize"}
 
 
+def last_attempt(curve: list) -> list:
+    """A trial restarted from scratch (an ASHA trial whose sweep was resumed) reports its steps again:
+    its curve is the newest attempt's."""
+    start = 0
+    for i in range(1, len(curve)):
+        if curve[i][0] <= curve[i - 1][0]:
+            start = i
+    return curve[start:]
+
+
 def trial_params(run: RunDir, keys: list[str]) -> dict:
     params = {}
     for override in run.overrides() if run.hydra_overrides.is_file() else []:
@@ -157,8 +167,8 @@ def sweep_data(sweep: SweepDir) -> dict:
         run, rec = sweep.trial(n), records.get(n, {})
         manifest = read_json(run.manifest) if run.manifest.is_file() else {}
         history = run_history(run) if run.path.is_dir() else []
-        curve = series(history, metric) or [[r["step"], r[metric]] for r in read_jsonl(run.tune_progress)
-                                            if plots.finite(r.get(metric))]
+        curve = series(history, metric) or last_attempt([[r["step"], r[metric]] for r in read_jsonl(run.tune_progress)
+                                                         if plots.finite(r.get(metric))])
         metrics = run.read_metrics() if run.finished else {}
         status = rec.get("status") or {"started": "running", "finished": "completed"}.get(manifest.get("status"),
                                                                                           manifest.get("status"))
