@@ -22,6 +22,8 @@ def records(path: Path):
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         chunk = data[pos + 7:pos + 7 + length]
+        if len(chunk) < length:  # the tail of a file wandb-core is still appending to: not a record yet
+            break
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
