@@ -17,10 +17,10 @@ from tests.helpers import TINY, env_without_network, run_cli
 
 pytestmark = pytest.mark.slow
 RUN = [*TINY, "trainer.logging_steps=1", "trainer.save_steps=4", "trainer.save_total_limit=null", "eval.enabled=false"]
-# The same entrypoint, each training step slowed to 0.4 s so a signal can land mid-run.
+# The same entrypoint, each training step slowed by 0.25 s so a signal can land mid-run.
 SLOW = ("import runpy, sys, time, transformers\n"
         "step = transformers.Trainer.training_step\n"
-        "def slow(self, *a, **k):\n    time.sleep(0.4)\n    return step(self, *a, **k)\n"
+        "def slow(self, *a, **k):\n    time.sleep(0.25)\n    return step(self, *a, **k)\n"
         "transformers.Trainer.training_step = slow\n"
         "sys.argv = ['sft_sweep', *sys.argv[1:]]\n"
         "runpy.run_module('sft_sweep', run_name='__main__')\n")

@@ -145,15 +145,15 @@ def test_two_workers_on_one_journal_run_exactly_n_trials_between_them(tmp_path):
 
 def test_a_worker_killed_mid_trial_is_resumed_by_running_the_command_again(tmp_path):
     sweep = tmp_path / "sweep"
-    command = sweep_command(sweep, 2, "trainer.max_steps=24", "trainer.eval_steps=12", "hydra/sweeper/pruner=none",
-                            "trainer.save_strategy=steps", "trainer.save_steps=6")
+    command = sweep_command(sweep, 2, "trainer.max_steps=16", "trainer.eval_steps=8", "hydra/sweeper/pruner=none",
+                            "trainer.save_strategy=steps", "trainer.save_steps=4")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.time() + 300
         # trial 0 done, trial 1 saved a checkpoint
-        while not (sweep / "1" / "checkpoints" / "checkpoint-6" / "trainer_state.json").is_file():
+        while not (sweep / "1" / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file():
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
     finally:
