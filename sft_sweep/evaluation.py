@@ -49,13 +49,12 @@ def perplexity(model, dataset, collator, batch_size: int = 16) -> float:
     return math.exp(total / count) if count else float("nan")
 
 
-def general_perplexity(model, tokenizer, path: str, max_length: int, batch_size: int) -> float:
-    """Perplexity over the assistant turns of a general chat file (any format the data group reads)."""
+def general_dataset(tokenizer, path: str, max_length: int):
+    """A general chat file (any format the data group reads), tokenized with every assistant turn scored."""
     from sft_sweep.data.formats import RowError, normalize
     from sft_sweep.data.sources import read_source
     from sft_sweep.data.tokenize import tokenize_rows
     from sft_sweep.errors import UserError
-    from sft_sweep.packing import BlockDiagonalCollator
 
     rows = []
     for raw, where in read_source(path):
@@ -64,7 +63,14 @@ def general_perplexity(model, tokenizer, path: str, max_length: int, batch_size:
         except RowError as exc:
             raise UserError(f"eval.general_path: {where}: {exc}") from None
     masking = {"train_on": "all_assistant", "train_tool_calls": True, "thinking": True}
-    dataset = tokenize_rows(rows, tokenizer, max_length, masking, f"eval.general_path {path}")
+    return tokenize_rows(rows, tokenizer, max_length, masking, f"eval.general_path {path}")
+
+
+def general_perplexity(model, tokenizer, path: str, max_length: int, batch_size: int, dataset=None) -> float:
+    """Perplexity over the assistant turns of a general chat file (`dataset`: that file, already tokenized)."""
+    from sft_sweep.packing import BlockDiagonalCollator
+
+    dataset = dataset if dataset is not None else general_dataset(tokenizer, path, max_length)
     return perplexity(model, dataset, BlockDiagonalCollator(tokenizer.pad_token_id), batch_size)
 
 
@@ -130,12 +136,16 @@ class Evaluation:
     def __init__(self, cfg: dict, trainer, validation_rows: list[dict]):
         self.cfg, self.trainer, self.rows = cfg, trainer, validation_rows
         self.before_scores = self.before_probes = self.samples = self.probes = self.general_before = None
+        self.general_data = None  # the general chat file, tokenized once for both measurements
 
     def general(self) -> float | None:
         if not self.cfg.get("general_path"):
             return None
-        return general_perplexity(self.trainer.model, self.trainer.processing_class, self.cfg["general_path"],
-                                  self.trainer.args.max_length, self.cfg["batch_size"])
+        tokenizer, max_length = self.trainer.processing_class, self.trainer.args.max_length
+        if self.general_data is None:
+            self.general_data = general_dataset(tokenizer, self.cfg["general_path"], max_length)
+        return general_perplexity(self.trainer.model, tokenizer, self.cfg["general_path"], max_length,
+                                  self.cfg["batch_size"], self.general_data)
 
     def before(self) -> None:
         if self.cfg["enabled"]:

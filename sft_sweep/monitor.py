@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from sft_sweep.logger import alert
-from sft_sweep.run_dir import append_jsonl
+from sft_sweep.run_dir import append_jsonl, checkpoint_step, checkpoints_newest_first
 
 log = logging.getLogger(__name__)
 KINDS = ("loss_spike", "grad_explosion", "nan", "eval_divergence")
@@ -183,12 +183,8 @@ class TrainingMonitor(TrainerCallback):
 
     def good_checkpoint(self, bad_step: int) -> Path | None:
         """The newest checkpoint saved strictly before the step where things went wrong."""
-        found = []
-        for path in self.checkpoints_dir.glob("checkpoint-*"):
-            step = int(path.name.split("-")[-1])
-            if step < bad_step:
-                found.append((step, path))
-        return max(found)[1] if found else None
+        return next((p for p in checkpoints_newest_first(self.checkpoints_dir) if checkpoint_step(p) < bad_step),
+                    None)
 
     def emit(self, event: Event, report: bool = True) -> None:
         self.state.counts[event.kind] += 1
@@ -228,9 +224,9 @@ class TrainingMonitor(TrainerCallback):
             return None
         bad_step = self.state.rollback_from
         for path in self.checkpoints_dir.glob("checkpoint-*"):
-            if int(path.name.split("-")[-1]) >= bad_step:
+            if checkpoint_step(path) >= bad_step:
                 shutil.rmtree(path)
-        step = int(Path(target).name.split("-")[-1])
+        step = checkpoint_step(target)
         self.lr_scale *= self.cfg["rollback"]["lr_factor"]
         # The checkpoint restores the learning rate it was saved with; scale it to the new total.
         self.pending_lr_factor = self.lr_scale / self.saved_scale.get(step, 1.0)

@@ -60,7 +60,8 @@ class Axes:
     def py(self, y) -> float:
         return H - BOTTOM - (self.ty(y) - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
 
-    def frame(self, title: str, x_label: str, y_label: str) -> list[str]:
+    def frame(self, title: str, x_label: str, y_label: str, categories: list | None = None) -> list[str]:
+        """Title, axis labels, box, y grid; x ticks at round numbers, or at each category's index."""
         out = [f'<text x="{LEFT}" y="16" class="t">{escape(title)}</text>',
                f'<text x="{W - RIGHT}" y="{H - 4}" class="l" text-anchor="end">{escape(x_label)}</text>',
                f'<text x="4" y="{TOP - 4}" class="l">{escape(y_label)}</text>',
@@ -70,9 +71,10 @@ class Axes:
             label = fmt(10 ** t) if self.log_y else fmt(t)
             out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
                        f'<text x="{LEFT - 4}" y="{y + 4:.1f}" class="l" text-anchor="end">{label}</text>')
-        for t in ticks(self.x0, self.x1):
+        xs = ([(i, escape(str(c))) for i, c in enumerate(categories)] if categories else
+              [(t, fmt(10 ** t) if self.log_x else fmt(t)) for t in ticks(self.x0, self.x1)])
+        for t, label in xs:
             x = LEFT + (t - self.x0) / (self.x1 - self.x0) * (W - LEFT - RIGHT)
-            label = fmt(10 ** t) if self.log_x else fmt(t)
             out.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 14}" class="l" text-anchor="middle">{label}</text>')
         return out
 
@@ -133,11 +135,7 @@ def scatter(points: list[tuple], title: str, x_label: str, y_label: str, *, cate
         return f'<p class="empty">{escape(title)}: no finished trials</p>'
     ax = Axes([p[0] for p in pts] + ([-0.5, len(categories) - 0.5] if categories else []), [p[1] for p in pts],
               log_x=log_x, pad_x=not categories)
-    out = ax.frame(title, "" if categories else x_label, y_label)
-    if categories:  # replace numeric x tick labels by the category names
-        out = [o for o in out if 'text-anchor="middle"' not in o]
-        out += [f'<text x="{ax.px(i):.1f}" y="{H - BOTTOM + 14}" class="l" text-anchor="middle">{escape(str(c))}'
-                f'</text>' for i, c in enumerate(categories)]
+    out = ax.frame(title, "" if categories else x_label, y_label, categories)
     for x, y, label in pts:
         best = label == highlight
         out.append(f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="{5 if best else 3.5}" '

@@ -8,13 +8,11 @@
   beside it (the same command run again, or a sweep trial re-run with the same parameters). A path
   resumes from that checkpoint; null starts from scratch.
 
-A checkpoint is complete when transformers wrote its trainer_state.json, which it writes last (after
-weights, optimizer, scheduler and RNG states), and that file parses.
+What makes a checkpoint complete: run_dir.is_complete_checkpoint.
 """
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import shutil
@@ -25,27 +23,14 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from sft_sweep.errors import RunInterrupted, UserError
-from sft_sweep.run_dir import RunDir, read_json
+from sft_sweep.run_dir import RunDir, checkpoints_newest_first, is_complete_checkpoint, read_json
 
 log = logging.getLogger("sft_sweep")
 
 
-def step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[-1])
-
-
-def is_complete(checkpoint: Path) -> bool:
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return any((checkpoint / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors",
-                                                          "model.safetensors.index.json"))
-
-
 def newest_complete(checkpoints: Path) -> Path | None:
-    for checkpoint in sorted(checkpoints.glob("checkpoint-*"), key=step_of, reverse=True):
-        if is_complete(checkpoint):
+    for checkpoint in checkpoints_newest_first(checkpoints):
+        if is_complete_checkpoint(checkpoint):
             return checkpoint
         log.warning("resume: skipping %s: half-written (no complete trainer_state.json)", checkpoint)
     return None
@@ -70,7 +55,7 @@ def resume_point(run_dir: RunDir, setting, command: str | None) -> Path | None:
         return None
     if setting != "auto":
         checkpoint = Path(setting)
-        if not is_complete(checkpoint):
+        if not is_complete_checkpoint(checkpoint):
             raise UserError(f"trainer.resume_from_checkpoint={setting}: not a complete checkpoint "
                             f"(no readable trainer_state.json and weights)")
         return checkpoint
@@ -102,7 +87,7 @@ def disk_full_is_an_error(checkpoints: str):
             raise
         folder = Path(checkpoints)
         good = newest_complete(folder)
-        half = [p for p in folder.glob("checkpoint-*") if not is_complete(p)]
+        half = [p for p in folder.glob("checkpoint-*") if not is_complete_checkpoint(p)]
         for path in half:
             shutil.rmtree(path, ignore_errors=True)
         where = Path(exc.filename).parent if exc.filename else folder

@@ -21,8 +21,8 @@ from sft_sweep.model import add_lora, base_model_path, build_model, build_tokeni
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.oom import OomFallback
 from sft_sweep.optuna_trial import OptunaReporter, current_trial
-from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point, step_of
-from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
+from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point
+from sft_sweep.run_dir import RunDir, checkpoint_step, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.skip_step import SkipStep
 from sft_sweep.tune_report import TuneReporter, in_tune_trial
@@ -97,7 +97,7 @@ def train(trainer: SFTTrainer, checkpoint=None) -> dict:
     TrainOutput metrics, with the runtime summed over all segments."""
     monitor, stop = TrainingMonitor.of(trainer), GracefulStop.of(trainer)
     if checkpoint is not None:
-        log.info("resuming from %s (step %d)", checkpoint, step_of(checkpoint))
+        log.info("resuming from %s (step %d)", checkpoint, checkpoint_step(checkpoint))
     with disk_full_is_an_error(trainer.args.output_dir):
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = output.metrics["train_runtime"]

@@ -21,7 +21,15 @@ from sft_sweep import plots
 from sft_sweep.config import parse_cli_args
 from sft_sweep.errors import UserError
 from sft_sweep.eval_metrics import exact_match, json_scores, usable
-from sft_sweep.run_dir import RunDir, SweepDir, read_json, read_jsonl, write_text
+from sft_sweep.run_dir import (
+    RunDir,
+    SweepDir,
+    checkpoints_newest_first,
+    is_complete_checkpoint,
+    read_json,
+    read_jsonl,
+    write_text,
+)
 
 log = logging.getLogger("sft_sweep")
 EVENT_COLORS = {"stop": "#d62728", "early_stop": "#d62728", "rollback": "#ff7f0e", "skip": "#9467bd",
@@ -47,12 +55,11 @@ document.body.dataset.ready='1';"""
 
 # --- a run -----------------------------------------------------------------------------------------
 def run_history(run: RunDir) -> list[dict]:
-    """Every logged record: the finished run's, else the newest checkpoint's (a killed run)."""
+    """Every logged record: the finished run's, else its newest complete checkpoint's (a killed run)."""
     if run.log_history.is_file():
         return read_json(run.log_history)
-    states = sorted(run.checkpoints.glob("checkpoint-*/trainer_state.json"),
-                    key=lambda p: int(p.parent.name.split("-")[-1]))
-    return read_json(states[-1])["log_history"] if states else []
+    newest = next((c for c in checkpoints_newest_first(run.checkpoints) if is_complete_checkpoint(c)), None)
+    return read_json(newest / "trainer_state.json")["log_history"] if newest else []
 
 
 def series(history: list[dict], key: str) -> list[list[float]]:
@@ -295,17 +302,17 @@ def cell(v, raw: bool = False) -> str:
     return f"<td{attr}{cls}>{text}</td>"
 
 
-def table(header: list[str], rows: list[list], sortable: bool = False, raw_columns=(), highlight=None) -> str:
+def table(header: list[str] | None, rows: list[list], sortable: bool = False, raw_columns=(), highlight=None) -> str:
     if not rows:
         return "<p class='empty'>none</p>"
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head = f"<thead><tr>{''.join(f'<th>{escape(h)}</th>' for h in header)}</tr></thead>" if header else ""
     body = "".join(f"<tr{' class=best' if highlight is not None and r[0] == highlight else ''}>"
                    + "".join(cell(v, i in raw_columns) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table{' class=sortable' if sortable else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{' class=sortable' if sortable else ''}>{head}<tbody>{body}</tbody></table>"
 
 
 def kv_table(items: list[tuple]) -> str:
-    return table(["", ""], [[k, v] for k, v in items]).replace("<thead><tr><th></th><th></th></tr></thead>", "")
+    return table(None, [[k, v] for k, v in items])
 
 
 def finite_only(v):

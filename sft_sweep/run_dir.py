@@ -81,6 +81,26 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+# --- trainer checkpoints (checkpoints/checkpoint-<step>/) ---------------------------------------------
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
+def checkpoints_newest_first(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("checkpoint-*"), key=checkpoint_step, reverse=True)
+
+
+def is_complete_checkpoint(checkpoint: Path) -> bool:
+    """transformers writes trainer_state.json last (after weights, optimizer, scheduler, RNG states):
+    a checkpoint is complete when that file parses and the weights are there."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any((checkpoint / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors",
+                                                          "model.safetensors.index.json"))
+
+
 class RunDir:
     def __init__(self, path):
         self.path = Path(path)

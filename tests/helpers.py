@@ -1,6 +1,8 @@
 """Test helpers: compose the real config with tiny overrides; run the real entrypoint in-process."""
 
+import json
 import os
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -74,3 +76,10 @@ def render_in_chromium(html: Path, png: Path) -> str:
     if errors:
         raise AssertionError(f"JavaScript errors in {html}: {errors}")
     return dom.stdout
+
+
+def embedded(html_path) -> dict:
+    """The numbers a report.html embeds (`<script id="report-data">`)."""
+    html = html_path.read_text(encoding="utf-8")
+    match = re.search(r"<script type='application/json' id='report-data'>(.*?)</script>", html, re.S)
+    return json.loads(match.group(1).replace("<\\/", "</"))

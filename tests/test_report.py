@@ -10,17 +10,11 @@ import pytest
 
 from sft_sweep.console import ConsoleProgress
 from sft_sweep.report import main as report_main
-from tests.helpers import TINY, render_in_chromium, run_cli
+from tests.helpers import TINY, embedded, render_in_chromium, run_cli
 
 
 def read(path):
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def embedded(html_path) -> dict:
-    html = html_path.read_text(encoding="utf-8")
-    match = re.search(r"<script type='application/json' id='report-data'>(.*?)</script>", html, re.S)
-    return json.loads(match.group(1).replace("<\\/", "</"))
 
 
 @pytest.fixture(scope="module")

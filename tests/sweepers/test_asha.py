@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from tests.test_report import embedded
+from tests.helpers import embedded
 
 pytestmark = pytest.mark.slow
 PORT = "6391"

@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from sft_sweep.reproduce import main as reproduce
-from tests.helpers import REPO, render_in_chromium, run_cli
-from tests.test_report import embedded
+from tests.helpers import REPO, embedded, render_in_chromium, run_cli
 from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
