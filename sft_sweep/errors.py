@@ -1,5 +1,8 @@
 """The one error type users see as a single line (bad config, bad data, missing model)."""
 
+import functools
+import sys
+
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, no traceback, in a single run."""
@@ -20,3 +23,18 @@ class RunInterrupted(UserError):
     resumes it. Exit code 75 (EX_TEMPFAIL): schedulers that requeue on it get the run back."""
 
     exit_code = 75
+
+
+def exits_in_one_line(function):
+    """A UserError out of `function` (a sweeper's sweep, say, which Hydra would print with its traceback)
+    becomes `error: ...` on stderr and the error's exit code."""
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+
+    return wrapped

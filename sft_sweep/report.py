@@ -196,7 +196,8 @@ def sweep_data(sweep: SweepDir) -> dict:
         if best is not None and results.get("best_value") is not None:
             best = {**best, "score": results["best_value"]}
     return {"kind": "sweep", "name": sweep.path.name, "sweeper": s["sweeper"], "metric": metric,
-            "direction": "minimize" if s["minimize"] else "maximize", "params": s["params"], "trials": trials,
+            "direction": "minimize" if s["minimize"] else "maximize", "params": s["params"],
+            "early_stopping": s.get("early_stopping"), "trials": trials,
             "counts": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
             "best_trial": best["trial"] if best else None, "best_value": best["score"] if best else None,
             "best_command": best["command"] if best else None, "importance": importance(scored, s["minimize"])}
@@ -257,9 +258,13 @@ def sweep_report(sweep: SweepDir) -> Path:
             for t in trials]
     best_line = (f"best {metric} {num(d['best_value'])} (trial {d['best_trial']})" if d["best_trial"] is not None
                  else "no trial finished yet")
+    stopping = d["early_stopping"] or {}
+    stopping_line = (f"early stopping: {stopping['_target_'].rsplit('.', 1)[-1]}("
+                     f"{', '.join(f'{k}={v}' for k, v in stopping.items() if k != '_target_')})" if stopping else "")
     body = [f"<h1>sweep {escape(d['name'])}</h1>",
             f"<p>{escape(d['sweeper'])}, {escape(d['direction'])} {escape(metric)}: {len(trials)} trials "
             f"({', '.join(f'{v} {escape(k)}' for k, v in d['counts'].items())}); {escape(best_line)}</p>",
+            f"<p>{escape(stopping_line)}</p>" if stopping else "",
             "<h2>trials</h2>",
             table(["trial", "status", "steps", f"best {metric}", f"final {metric}", *params, "run report", "note"],
                   rows, sortable=True, raw_columns={5 + len(params)}, highlight=d["best_trial"]),

@@ -178,15 +178,16 @@ class RunDir:
         interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
         status = ("diverged" if isinstance(exc, RunDiverged) else "pruned" if isinstance(exc, TrialPruned) else
                   "interrupted" if interrupted else "stopped" if stopped else "failed")
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        reason = ("the sweep's scheduler stopped it at its last report" if stopped else
+                  f"{type(exc).__name__}: {exc}".splitlines()[0])
         # Into train.log only: the console already gets the one-line error (or Hydra's traceback).
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run %s: %s", (status, reason),
-                                None if isinstance(exc, (UserError, KeyboardInterrupt)) else
-                                (type(exc), exc, exc.__traceback__))
+        record = log.makeRecord(log.name, logging.INFO if stopped else logging.ERROR, __file__, 0, "run %s: %s",
+                                (status, reason), None if stopped or isinstance(exc, (UserError, KeyboardInterrupt))
+                                else (type(exc), exc, exc.__traceback__))
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.FileHandler):
                 handler.handle(record)
-        self.set_status(status, error=reason)
+        self.set_status(status, **({} if stopped else {"error": reason}))
 
     def write_records(self, log_history: list, metrics: dict, status: str) -> None:
         """The run's last writes; metrics.json goes last and marks the run finished."""
@@ -253,10 +254,13 @@ class SweepDir:
     def trial(self, number: int) -> RunDir:
         return RunDir(self.path / str(number))
 
-    def write_settings(self, sweeper: str, metric: str, minimize: bool, params: list[str]) -> None:
+    def write_settings(self, sweeper: str, metric: str, minimize: bool, params: list[str],
+                       early_stopping: dict) -> None:
+        """`early_stopping`: the pruner's or scheduler's class and arguments, as the sweep runs them."""
         write_text(self.settings, yaml.safe_dump({"sweeper": sweeper, "metric": metric,
                                                   "direction": "minimize" if minimize else "maximize",
-                                                  "params": params}, sort_keys=False))
+                                                  "params": params, "early_stopping": early_stopping},
+                                                 sort_keys=False))
 
     def write_results(self, results: dict) -> None:
         write_text(self.results, yaml.safe_dump(results, sort_keys=False, allow_unicode=True))

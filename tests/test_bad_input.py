@@ -61,6 +61,14 @@ def test_a_data_file_that_is_all_duplicates(tmp_path, capsys):
     assert message == f"{same}: no data to train on: only 1 distinct row(s) left after removing 49 exact duplicates"
 
 
+def test_a_sweep_that_trains_by_epochs_cannot_have_hyperband_stop_trials_by_steps(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    assert run_cli("-m", "hparams_search=optuna", "trainer.max_steps=-1", f"hydra.sweep.dir={sweep}") == 2
+    assert one_line_error(capsys) == ("hydra.sweeper.pruner.max_resource=-1: the pruner needs a trial's full budget "
+                                      "in steps (trainer.max_steps), or max_resource=auto")
+    assert not sweep.exists()  # nothing written
+
+
 @pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint(tmp_path, capsys, monkeypatch):
     def no_space(self, output_dir):  # after weights and optimizer, before trainer_state.json: a half checkpoint

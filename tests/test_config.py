@@ -142,6 +142,14 @@ def test_sweeps_keep_a_stable_dir_so_the_same_command_resumes(search, name):
         "trainer.per_device_train_batch_size": "choice(2, 4, 8)", "optim.warmup_steps": "interval(0.0, 0.2)"}
 
 
+def test_both_sweepers_stop_trials_first_at_the_first_evaluation_and_run_them_to_max_steps():
+    overrides = ("trainer.max_steps=120", "trainer.eval_steps=10")
+    pruner = compose_cfg("hparams_search=optuna", *overrides, hydra=True).hydra.sweeper.pruner
+    assert (pruner.min_resource, pruner.max_resource, pruner.reduction_factor) == (10, 120, 3)
+    scheduler = compose_cfg("hparams_search=asha", *overrides, hydra=True).hydra.sweeper.scheduler
+    assert (scheduler.grace_period, scheduler.max_t, scheduler.reduction_factor) == (10, 120, 4)
+
+
 def test_transformers_bound_is_the_first_release_with_activation_checkpointing():
     import dataclasses
     import tomllib

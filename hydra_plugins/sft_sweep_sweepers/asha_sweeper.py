@@ -27,6 +27,7 @@ from hydra.types import HydraContext
 from omegaconf import OmegaConf, open_dict
 
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
+from sft_sweep.errors import exits_in_one_line
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,13 @@ class AshaSweeperConf:
     cpus_per_trial: float = 1
     gpus_per_trial: Optional[float] = None  # None: 1 when CUDA is available (one trial per GPU), else 0
     # ray.tune.schedulers.ASHAScheduler kwargs; the budget is the training step reported.
-    scheduler: Dict[str, Any] = field(default_factory=lambda: {"grace_period": 50, "reduction_factor": 3,
+    scheduler: Dict[str, Any] = field(default_factory=lambda: {"grace_period": 50, "reduction_factor": 4,
                                                                 "max_t": 1000})
     ray_init: Dict[str, Any] = field(default_factory=lambda: {"address": None, "num_cpus": None,
                                                                "include_dashboard": False})
     resume: bool = True
     params: Optional[Dict[str, str]] = None
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)  # parameter sets to try first (of num_samples)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="asha", node=AshaSweeperConf, provider="sft_sweep")
@@ -93,6 +95,7 @@ class AshaSweeper(Sweeper):
         register_resolvers()
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
+    @exits_in_one_line
     def sweep(self, arguments: List[str]) -> None:
         import ray
         import torch
@@ -104,7 +107,10 @@ class AshaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         space, fixed = search_space(conf["params"], arguments)
-        SweepDir(sweep_dir).write_settings("asha", conf["metric"], conf["mode"] == "min", list(space))
+        scheduler = conf["scheduler"]
+        scheduler = OmegaConf.to_container(scheduler, resolve=True) if OmegaConf.is_config(scheduler) else scheduler
+        SweepDir(sweep_dir).write_settings("asha", conf["metric"], conf["mode"] == "min", list(space),
+                                           {"_target_": "ray.tune.schedulers.ASHAScheduler", **scheduler})
         driver_cwd = os.getcwd()
         config, context, task = self.config, self.hydra_context, self.task_function
         self.warm_data_cache(fixed)
@@ -162,7 +168,9 @@ class AshaSweeper(Sweeper):
                 tune_config=tune.TuneConfig(metric=conf["metric"], mode=conf["mode"], scheduler=scheduler,
                                             num_samples=conf["num_samples"],
                                             max_concurrent_trials=conf["max_concurrent_trials"],
-                                            search_alg=BasicVariantGenerator(random_state=conf["seed"]),
+                                            search_alg=BasicVariantGenerator(
+                                                points_to_evaluate=self.enqueued() or None,
+                                                random_state=conf["seed"]),
                                             trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=conf["name"], storage_path=str(sweep_dir / "ray"),
                                           failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
@@ -171,6 +179,11 @@ class AshaSweeper(Sweeper):
             )
         grid = tuner.fit()
         self.write_results(grid, sweep_dir, fixed)
+
+    def enqueued(self) -> List[dict]:
+        """`enqueue`'s parameter sets as plain dicts keyed like the search space (Tune's points_to_evaluate)."""
+        enqueue = self.conf["enqueue"]
+        return [dict(p) for p in (OmegaConf.to_container(enqueue) if OmegaConf.is_config(enqueue) else enqueue)]
 
     def warm_data_cache(self, fixed: List[str]) -> None:
         """Tokenize the data once, in the driver, before trials start (they then all hit the cache)."""

@@ -42,7 +42,8 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
                "trainer.max_steps=8", "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
                "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.address=auto",
                "trainer.packing=false", "trainer.per_device_train_batch_size=8", "data.val_ratio=0",
-               "data.min_val_size=16", f"hydra.sweep.dir={sweep}"]
+               "data.min_val_size=16", "hydra.sweeper.enqueue=[{optim.learning_rate:0.0005,lora.r:16}]",
+               f"hydra.sweep.dir={sweep}"]
     # The first driver is killed once trials have reported and Tune has saved its experiment state.
     driver = subprocess.Popen(command, cwd=tmp_path, env=ray_cluster, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
@@ -61,6 +62,9 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
 
     rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
     assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert rows[0]["params"]["optim.learning_rate"] == 0.0005 and rows[0]["params"]["lora.r"] == 16  # enqueued
+    assert yaml.safe_load((sweep / "sweep.yaml").read_text())["early_stopping"] == {
+        "_target_": "ray.tune.schedulers.ASHAScheduler", "grace_period": 2, "reduction_factor": 2, "max_t": 8}
     statuses = [r["status"] for r in rows]
     assert "stopped early" in statuses and "completed" in statuses
     assert len({r["node"] for r in rows}) == 2  # trials ran on both nodes of the cluster
@@ -73,6 +77,12 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         assert (sweep / str(r["trial"]) / "metrics.json").is_file() == (r["status"] == "completed")
         if r["status"] == "stopped early":
             assert r["steps"] < 8
+            manifest = json.loads((sweep / str(r["trial"]) / "run_manifest.json").read_text())
+            if manifest["status"] == "stopped":  # ended in its last report: an ordinary end, not an error
+                assert "error" not in manifest
+                log = (sweep / str(r["trial"]) / "train.log").read_text()
+                assert "run stopped: the sweep's scheduler stopped it at its last report" in log
+                assert "Traceback" not in log
         config = yaml.safe_load((sweep / str(r["trial"]) / ".hydra" / "config.yaml").read_text())
         assert config["lora"]["r"] == r["params"]["lora.r"]  # each trial ran its own sampled config
         times = [p["time"] for p in progress]

@@ -73,6 +73,9 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
                    "logger=wandb", *FAST) == 0
     rows = trials(sweep)
     assert [r["trial"] for r in rows] == [0, 1, 2] and all(r["status"] == "completed" for r in rows)
+    hyperband = {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 3, "max_resource": 3,
+                 "reduction_factor": 3}  # the preset's, scaled to these 3-step trials
+    assert yaml.safe_load((sweep / "sweep.yaml").read_text())["early_stopping"] == hyperband
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best = min(rows, key=lambda r: r["value"])
     assert results["best_trial"] == best["trial"] and results["best_value"] == pytest.approx(best["value"])
@@ -94,6 +97,9 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
     assert sweep_summary["best_trial"] == results["best_trial"]
     # the sweep report ranks the same best trial; three completed trials are enough for importances
     report = embedded(sweep / "report.html")
+    assert report["early_stopping"] == hyperband
+    assert "early stopping: HyperbandPruner(min_resource=3, max_resource=3, reduction_factor=3)" in (
+        sweep / "report.html").read_text()
     assert [t["value"] for t in report["trials"]] == pytest.approx([r["value"] for r in rows])
     assert report["best_trial"] == results["best_trial"]
     assert set(report["importance"]) <= set(report["params"]) and sum(report["importance"].values()) == pytest.approx(1)
