@@ -8,7 +8,8 @@ Reports each sweep's trial-steps (every trial's steps, summed) and its best eval
 reached), both against the full budget. Target: <= 40% of the steps, best within 2%. One sweep is one order
 of arrival (and, for Hyperband, one assignment of trials to brackets), so the full budget's eval curves are
 then replayed through the same pruner and scheduler (Optuna's and Ray's own code) in `--orders` shuffled
-orders to show the spread.
+orders to show the spread. Last, the Optuna preset as users run it: TPE picks its own 20 configurations,
+learning from the trials before, with Hyperband pruning -- against the same full budget of random ones.
 """
 
 import argparse
@@ -79,6 +80,7 @@ def replay_optuna(curves: list[dict], pruner_spec: dict, seed: int) -> tuple[int
 
 
 def replay_asha(curves: list[dict], scheduler: dict, seed: int) -> tuple[int, float]:
+    """The same through Ray's ASHAScheduler, one trial at a time (the real sweep runs one per core)."""
     from types import SimpleNamespace
 
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -117,8 +119,9 @@ def main():
         same = as_enqueue([r["params"] for r in full_rows])  # every sweep trains these, in this order
         hyperband_rows = sweep(tmp / "optuna", "optuna", args.samples, args.steps, same)
         asha_rows = sweep(tmp / "asha", "asha", args.samples, args.steps, same, "hydra.sweeper.ray_init.num_cpus=2")
+        tpe_rows = sweep(tmp / "tpe", "optuna", args.samples, args.steps)
         results = {"Optuna + Hyperband": summary(hyperband_rows), "ASHA": summary(asha_rows),
-                   "full budget": summary(full_rows)}
+                   "full budget": summary(full_rows), "TPE + Hyperband, its own configurations": summary(tpe_rows)}
         pruner, scheduler = (yaml.safe_load(SweepDir(tmp / name).settings.read_text())["early_stopping"]
                              for name in ("optuna", "asha"))
         curves = [eval_curve(RunDir(r["run_dir"])) for r in full_rows]
