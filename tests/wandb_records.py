@@ -3,6 +3,7 @@
 after a 7-byte ":W&B" header. wandb 0.31 ships no Python reader for it."""
 
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -11,7 +12,18 @@ BLOCK = 32 * 1024
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def records(path: Path):
+def records(path: Path, timeout: float = 30.0) -> list:
+    """Every record, once the run's `exit` record is there: wandb-core may still be appending to the file
+    for a moment after wandb.finish() returns (then a run's last alerts and summary are not in it yet)."""
+    deadline = time.time() + timeout
+    while True:
+        found = list(read_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.time() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def read_records(path: Path):
     data = path.read_bytes()
     assert data[:4] == b":W&B", path
     pos, pending = 7, b""
