@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sft_sweep import config
-from sft_sweep.errors import UserError
+from sft_sweep.errors import UserError, exit_in_one_line
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
@@ -25,8 +25,7 @@ def hydra_main(cfg: DictConfig) -> float:
     except UserError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the failed trial and goes on
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 2))
+        exit_in_one_line(exc)
 
 
 def prepare_argv(argv: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 import functools
 import sys
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -25,16 +26,21 @@ class RunInterrupted(UserError):
     exit_code = 75
 
 
+def exit_in_one_line(exc: UserError) -> NoReturn:
+    """`error: ...` on stderr, no traceback, and the error's exit code (2 unless it says otherwise)."""
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(getattr(exc, "exit_code", 2)) from None
+
+
 def exits_in_one_line(function):
     """A UserError out of `function` (a sweeper's sweep, say, which Hydra would print with its traceback)
-    becomes `error: ...` on stderr and the error's exit code."""
+    ends the process by exit_in_one_line."""
 
     @functools.wraps(function)
     def wrapped(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+            exit_in_one_line(exc)
 
     return wrapped

@@ -154,6 +154,15 @@ def last_attempt(curve: list) -> list:
     return curve[start:]
 
 
+def trial_curve(run: RunDir, metric: str, history: list[dict] | None = None) -> list[list[float]]:
+    """A trial's [step, metric] at every evaluation: from its logged history (`history`, if already read),
+    else (an ASHA trial killed when stopped) from its reports to Ray Tune."""
+    if history is None:
+        history = run_history(run) if run.path.is_dir() else []
+    return series(history, metric) or last_attempt([[r["step"], r[metric]] for r in read_jsonl(run.tune_progress)
+                                                    if plots.finite(r.get(metric))])
+
+
 def trial_params(run: RunDir, keys: list[str]) -> dict:
     params = {}
     for override in run.overrides() if run.hydra_overrides.is_file() else []:
@@ -174,8 +183,7 @@ def sweep_data(sweep: SweepDir) -> dict:
         run, rec = sweep.trial(n), records.get(n, {})
         manifest = read_json(run.manifest) if run.manifest.is_file() else {}
         history = run_history(run) if run.path.is_dir() else []
-        curve = series(history, metric) or last_attempt([[r["step"], r[metric]] for r in read_jsonl(run.tune_progress)
-                                                         if plots.finite(r.get(metric))])
+        curve = trial_curve(run, metric, history)
         metrics = run.read_metrics() if run.finished else {}
         status = rec.get("status") or {"started": "running", "finished": "completed"}.get(manifest.get("status"),
                                                                                           manifest.get("status"))

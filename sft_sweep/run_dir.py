@@ -39,7 +39,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sft_sweep import dist
-from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError
+from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError, exit_in_one_line
 
 log = logging.getLogger("sft_sweep")
 PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
@@ -284,8 +284,7 @@ class RefuseFinishedRunDir(Callback):
             run_dir.refuse_if_finished(config.get("overwrite", False))
             run_dir.check_writable()
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None  # Hydra only warns about a callback's exceptions
+            exit_in_one_line(exc)  # Hydra only warns about a callback's exceptions
 
 
 # --- what the manifest records ----------------------------------------------------------------------

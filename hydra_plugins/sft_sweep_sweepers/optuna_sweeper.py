@@ -204,7 +204,6 @@ class OptunaSweeper(Sweeper):
 
     def check(self, conf) -> None:
         """Settings that cannot work, before anything is written."""
-
         if conf.n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
             raise UserError(f"hydra.sweeper.n_jobs={conf.n_jobs} needs a launcher that runs trials in other processes "
                             f"(hydra/launcher=submitit_local, submitit_slurm or ray), or one worker per GPU: "
@@ -218,7 +217,6 @@ class OptunaSweeper(Sweeper):
         """The sampler with its seed moved on by `offset`: every worker's sampler starts from the same seed,
         and would propose the same parameters as the others (the samplers keep no other state: the
         study's trials are in storage)."""
-
         seed = None if self.conf.sampler.get("seed") is None else self.conf.sampler.seed + offset
         if self.conf.sampler._target_.endswith("GridSampler"):
             if any(dim.choices is None for dim in dims.values()):

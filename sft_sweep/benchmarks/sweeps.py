@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from sft_sweep.run_dir import RunDir, SweepDir, read_json, read_jsonl
+from sft_sweep.report import trial_curve
+from sft_sweep.run_dir import RunDir, SweepDir, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,9 +39,8 @@ def sweep(sweep_dir: Path, search: str, samples: int, steps: int, *extra: str) -
 
 
 def eval_curve(run_dir: RunDir) -> dict[int, float]:
-    """step -> eval loss at every evaluation after step 0 (a killed ASHA trial has only its Tune reports)."""
-    records = read_json(run_dir.log_history) if run_dir.log_history.is_file() else read_jsonl(run_dir.tune_progress)
-    return {r["step"]: r["eval_loss"] for r in records if "eval_loss" in r and r["step"] > 0}
+    """step -> eval loss at every evaluation after step 0."""
+    return {step: loss for step, loss in trial_curve(run_dir, "eval_loss") if step > 0}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -66,16 +66,16 @@ def replay_optuna(curves: list[dict], pruner_spec: dict, seed: int) -> tuple[int
     study = optuna.create_study(study_name=f"replay-{seed}", pruner=instantiate(pruner_spec))
     used, best = 0, float("inf")
     for curve in order:
-        trial, last = study.ask(), max(curve)
+        trial, end = study.ask(), max(curve)
         for step in sorted(curve):
             trial.report(curve[step], step)
             best = min(best, curve[step])
-            if step < last and trial.should_prune():
-                last = step
+            if step < end and trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 break
-        used += last
-        study.tell(trial, curve[last] if last == max(curve) else None,
-                   state=None if last == max(curve) else optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, curve[end])
+        used += step
     return used, best
 
 
