@@ -68,7 +68,7 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     statuses = [r["status"] for r in rows]
     assert "stopped early" in statuses and "completed" in statuses
     assert len({r["node"] for r in rows}) == 2  # trials ran on both nodes of the cluster
-    spans = []
+    spans, ended_in_report = [], 0
     for r in rows:
         progress = [json.loads(line) for line in (sweep / str(r["trial"]) / "tune_progress.jsonl").read_text()
                     .splitlines()]
@@ -78,6 +78,7 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         if r["status"] == "stopped early":
             assert r["steps"] < 8
             manifest = json.loads((sweep / str(r["trial"]) / "run_manifest.json").read_text())
+            ended_in_report += manifest["status"] == "stopped"
             if manifest["status"] == "stopped":  # ended in its last report: an ordinary end, not an error
                 assert "error" not in manifest
                 log = (sweep / str(r["trial"]) / "train.log").read_text()
@@ -87,6 +88,7 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         assert config["lora"]["r"] == r["params"]["lora.r"]  # each trial ran its own sampled config
         times = [p["time"] for p in progress]
         spans.append((min(times), max(times)))
+    assert ended_in_report > 0  # ASHA ends a stopped trial inside its report, which records it stopped
     # one CPU on each node, one CPU per trial: two trials ran at the same time
     assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for (b0, b1) in spans[i + 1:])
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
