@@ -8,7 +8,8 @@ choice(...), range(...), interval(a, b) and tag(log, interval(a, b)).
 As each trial ends: its row in `trials.jsonl` and the sweep's `report.html`. After the sweep:
 `optimization_results.yaml` (best overrides, value, run dir), `trials.jsonl` and `trials.md` rewritten
 (params, status completed / stopped early / failed / diverged, steps, best metric).
-Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment.
+Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment, with
+ASHA's rungs rebuilt from the trials' reports (_asha_scheduler.py).
 """
 
 import json
@@ -150,8 +151,9 @@ class AshaSweeper(Sweeper):
 
     def run_tuner(self, trainable, space, sweep_dir: Path, fixed: List[str], gpus: float) -> None:
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        from hydra_plugins.sft_sweep_sweepers._asha_scheduler import ResumableASHAScheduler
 
         conf = self.conf
         experiment = sweep_dir / "ray" / conf["name"]
@@ -161,7 +163,7 @@ class AshaSweeper(Sweeper):
             tuner = tune.Tuner.restore(str(experiment), trainable_with_resources, resume_unfinished=True,
                                        resume_errored=False, param_space=space)
         else:
-            scheduler = ASHAScheduler(time_attr="step", **conf["scheduler"])
+            scheduler = ResumableASHAScheduler(str(sweep_dir), time_attr="step", **conf["scheduler"])
             tuner = tune.Tuner(
                 trainable_with_resources,
                 param_space=space,

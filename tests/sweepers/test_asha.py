@@ -36,37 +36,51 @@ def ray_cluster(tmp_path):
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
 
 
+GOOD = [{"optim.learning_rate": 0.0005, "lora.r": 16}, {"optim.learning_rate": 0.001, "lora.r": 8}]
+WEAK = [{"optim.learning_rate": 1e-7, "lora.r": r} for r in (8, 16, 32, 64)]  # the model stays as it was
+
+
 def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driver_is_killed(ray_cluster, tmp_path):
+    """Two sound trials start first (one on each node), then four that barely train: each weak one must stop at
+    the first rung, before the driver is killed and after the sweep resumes (ASHA's rungs come back)."""
     sweep = tmp_path / "asha"
+    enqueue = ",".join("{" + ",".join(f"{k}:{v}" for k, v in p.items()) + "}" for p in GOOD + WEAK)
     command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=6",
                "trainer.max_steps=8", "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
                "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.address=auto",
-               "trainer.packing=false", "trainer.per_device_train_batch_size=8", "data.val_ratio=0",
-               "data.min_val_size=16", "hydra.sweeper.enqueue=[{optim.learning_rate:0.0005,lora.r:16}]",
+               "trainer.packing=false", "trainer.per_device_train_batch_size=8", "optim.warmup_steps=0",
+               "data.val_ratio=0", "data.min_val_size=16", f"hydra.sweeper.enqueue=[{enqueue}]",
                f"hydra.sweep.dir={sweep}"]
-    # The first driver is killed once trials have reported and Tune has saved its experiment state.
-    driver = subprocess.Popen(command, cwd=tmp_path, env=ray_cluster, stdout=subprocess.DEVNULL,
+    env = {**ray_cluster, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its experiment state every second
+    # The first driver is killed once a weak trial has stopped and Tune has saved that in its experiment state:
+    # the other weak trials then meet the rungs only as the resumed sweep rebuilt them.
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 300
-        while len(list(sweep.glob("*/tune_progress.jsonl"))) < 2 or not list(sweep.glob("ray/*/experiment_state*")):
+        deadline = time.time() + 400
+        while not stopped_and_saved(sweep):
             assert time.time() < deadline and driver.poll() is None
-            time.sleep(0.5)
-        time.sleep(3)
+            time.sleep(0.2)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     assert not (sweep / "optimization_results.yaml").exists()  # it did not get to the end
-    subprocess.run(command, cwd=tmp_path, env=ray_cluster, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=600)
+    ended_before = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
+                             timeout=600)
 
     rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
     assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4, 5]
-    assert rows[0]["params"]["optim.learning_rate"] == 0.0005 and rows[0]["params"]["lora.r"] == 16  # enqueued
+    assert [r["params"] for r in rows] == GOOD + WEAK  # the enqueued parameter sets, in order
     assert yaml.safe_load((sweep / "sweep.yaml").read_text())["early_stopping"] == {
         "_target_": "ray.tune.schedulers.ASHAScheduler", "grace_period": 2, "reduction_factor": 2, "max_t": 8}
     statuses = [r["status"] for r in rows]
-    assert "stopped early" in statuses and "completed" in statuses
+    assert "completed" in statuses[:2]  # the first sound trial at each rung passes it, then reaches max_t
+    # every weak trial stopped at a rung: at step 2 while sound trials are the median there, else at step 4
+    assert statuses[2:] == ["stopped early"] * 4 and all(r["steps"] in (2, 4) for r in rows[2:])
+    for r in ended_before:  # the resumed sweep put the reports of the trials that had ended back in the rungs
+        reports = len((sweep / str(r["trial"]) / "tune_progress.jsonl").read_text().splitlines())
+        assert f"ASHA's rungs: trial {r['trial']}'s {reports} reports from before the resume" in resumed.stdout
     assert len({r["node"] for r in rows}) == 2  # trials ran on both nodes of the cluster
     spans, ended_in_report = [], 0
     for r in rows:
@@ -108,3 +122,11 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         steps = [step for step, _ in t["curve"]]
         assert steps and steps == sorted(set(steps)) and set(steps) <= {p["step"] for p in progress}
     assert report["best_trial"] == results["best_trial"]
+
+
+def stopped_and_saved(sweep) -> bool:
+    """A trial has stopped early (its row in trials.jsonl) and Tune's experiment state was saved after it."""
+    trials = sweep / "trials.jsonl"
+    if "stopped early" not in (trials.read_text() if trials.is_file() else ""):
+        return False
+    return any(state.stat().st_mtime > trials.stat().st_mtime for state in sweep.glob("ray/*/experiment_state*"))

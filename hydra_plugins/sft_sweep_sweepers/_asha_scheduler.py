@@ -1,0 +1,46 @@
+"""Ray Tune's ASHAScheduler with rungs that survive a resumed sweep.
+
+Ray saves the trials and the searcher with the experiment, but not the scheduler: `Tuner.restore`
+starts ASHA again with empty rungs, so after a resume the first trial to reach each rung passes it
+however weak it is (a 1e-7 learning rate would train to max_t), and the sweep no longer compares
+new trials with the ones before the interruption. Every trial writes each report to its run dir
+(tune_progress.jsonl) before sending it, so when the resumed experiment adds back a trial that had
+reported, its reports are replayed into the rungs: the resumed sweep decides as the interrupted
+one would have.
+
+(The leading underscore keeps Hydra's plugin scan from importing Ray on every run.)
+"""
+
+import logging
+import math
+
+from ray.tune.schedulers import ASHAScheduler
+
+from hydra_plugins.sft_sweep_sweepers.asha_sweeper import trial_index
+from sft_sweep.run_dir import SweepDir, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+class ResumableASHAScheduler(ASHAScheduler):
+    def __init__(self, sweep_dir: str, **asha_kwargs):
+        super().__init__(**asha_kwargs)
+        self.sweep_dir = sweep_dir
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        if trial.last_result:  # restored from the saved experiment: it reported before the interruption
+            self.replay(trial)
+
+    def replay(self, trial) -> None:
+        """The trial's past reports into its bracket's rungs (where it already has a record, the
+        first one stands, as it did when it was made); the decisions are not acted on again."""
+        bracket, index = self._trial_info[trial.trial_id], trial_index(trial.trial_id)
+        replayed = 0
+        for row in read_jsonl(SweepDir(self.sweep_dir).trial(index).tune_progress):
+            step, value = row.get(self._time_attr), row.get(self._metric)
+            # reports drop non-finite values (tune_report.report), so ASHA never saw them
+            if isinstance(step, (int, float)) and isinstance(value, (int, float)) and math.isfinite(value):
+                bracket.on_result(trial, step, self._metric_op * value)
+                replayed += 1
+        log.info("ASHA's rungs: trial %d's %d reports from before the resume", index, replayed)
