@@ -37,28 +37,28 @@ def ray_cluster(tmp_path):
 
 
 GOOD = [{"optim.learning_rate": 0.0005, "lora.r": 16}, {"optim.learning_rate": 0.001, "lora.r": 8}]
-WEAK = [{"optim.learning_rate": 1e-7, "lora.r": r} for r in (8, 16, 32, 64)]  # the model stays as it was
+WEAK = [{"optim.learning_rate": 1e-7, "lora.r": r} for r in (8, 32)]  # the model stays as it was
 
 
 def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driver_is_killed(ray_cluster, tmp_path):
-    """Two sound trials start first (one on each node), then four that barely train: each weak one must stop at
-    the first rung, before the driver is killed and after the sweep resumes (ASHA's rungs come back)."""
+    """Two sound trials start first (one on each node), then two that barely train. The driver is killed once a
+    trial has ended, so the weak ones meet the first rung only in the resumed sweep: each must stop there, which
+    holds only if the resumed ASHA has the rung records of the trials before the kill."""
     sweep = tmp_path / "asha"
     enqueue = ",".join("{" + ",".join(f"{k}:{v}" for k, v in p.items()) + "}" for p in GOOD + WEAK)
-    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=6",
+    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=4",
                "trainer.max_steps=8", "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
                "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.address=auto",
                "trainer.packing=false", "trainer.per_device_train_batch_size=8", "optim.warmup_steps=0",
-               "data.val_ratio=0", "data.min_val_size=16", f"hydra.sweeper.enqueue=[{enqueue}]",
+               "data.val_ratio=0", "data.min_val_size=16", "eval.enabled=false", f"hydra.sweeper.enqueue=[{enqueue}]",
                f"hydra.sweep.dir={sweep}"]
     env = {**ray_cluster, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its experiment state every second
-    # The first driver is killed once a weak trial has stopped and Tune has saved that in its experiment state:
-    # the other weak trials then meet the rungs only as the resumed sweep rebuilt them.
+    # The first driver is killed once a trial has ended and Tune has saved that in its experiment state.
     driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 400
-        while not stopped_and_saved(sweep):
+        while not ended_and_saved(sweep):
             assert time.time() < deadline and driver.poll() is None
             time.sleep(0.2)
     finally:
@@ -66,18 +66,18 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         driver.wait()
     assert not (sweep / "optimization_results.yaml").exists()  # it did not get to the end
     ended_before = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
+    assert not any((sweep / str(weak) / "tune_progress.jsonl").exists() for weak in (2, 3))  # not yet reported
     resumed = subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
                              timeout=600)
 
     rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
-    assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3]
     assert [r["params"] for r in rows] == GOOD + WEAK  # the enqueued parameter sets, in order
     assert yaml.safe_load((sweep / "sweep.yaml").read_text())["early_stopping"] == {
         "_target_": "ray.tune.schedulers.ASHAScheduler", "grace_period": 2, "reduction_factor": 2, "max_t": 8}
     statuses = [r["status"] for r in rows]
     assert "completed" in statuses[:2]  # the first sound trial at each rung passes it, then reaches max_t
-    # every weak trial stopped at a rung: at step 2 while sound trials are the median there, else at step 4
-    assert statuses[2:] == ["stopped early"] * 4 and all(r["steps"] in (2, 4) for r in rows[2:])
+    assert statuses[2:] == ["stopped early"] * 2 and [r["steps"] for r in rows[2:]] == [2, 2]  # the first rung
     for r in ended_before:  # the resumed sweep put the reports of the trials that had ended back in the rungs
         reports = len((sweep / str(r["trial"]) / "tune_progress.jsonl").read_text().splitlines())
         assert f"ASHA's rungs: trial {r['trial']}'s {reports} reports from before the resume" in resumed.stdout
@@ -111,7 +111,7 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     assert results["best_trial"] == best["trial"] and results["best_run_dir"] == str(sweep / str(best["trial"]))
     assert f"lora.r={best['params']['lora.r']}" in results["best_overrides"]
     assert "hparams_search=asha" not in results["best_overrides"]
-    assert (sweep / "trials.md").read_text().count("\n") == 2 + 6
+    assert (sweep / "trials.md").read_text().count("\n") == 2 + 4
     # the sweep report: the same statuses, every trial's reported curve (stopped ones cut short), the same best
     report = embedded(sweep / "report.html")
     assert report["sweeper"] == "asha" and [t["status"] for t in report["trials"]] == statuses
@@ -124,9 +124,9 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     assert report["best_trial"] == results["best_trial"]
 
 
-def stopped_and_saved(sweep) -> bool:
-    """A trial has stopped early (its row in trials.jsonl) and Tune's experiment state was saved after it."""
+def ended_and_saved(sweep) -> bool:
+    """A trial has ended (its row in trials.jsonl) and Tune's experiment state was saved after it."""
     trials = sweep / "trials.jsonl"
-    if "stopped early" not in (trials.read_text() if trials.is_file() else ""):
+    if not trials.is_file() or not trials.read_text().endswith("\n"):
         return False
     return any(state.stat().st_mtime > trials.stat().st_mtime for state in sweep.glob("ray/*/experiment_state*"))

@@ -18,7 +18,7 @@ from tests.wandb_records import run_info, summary
 
 FAST = ["trainer.max_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1", "data.val_ratio=0",
         "data.min_val_size=16", "trainer.save_strategy=no", "trainer.packing=false",
-        "trainer.per_device_train_batch_size=8"]
+        "trainer.per_device_train_batch_size=8", "eval.enabled=false"]  # the eval loss alone steers a sweep
 pytestmark = pytest.mark.slow
 
 
@@ -40,13 +40,15 @@ def test_an_absurd_learning_rate_is_pruned_at_the_first_rung(tmp_path):
                    "+hydra.sweeper.enqueue=[{optim.learning_rate: 0.005}, {optim.learning_rate: 0.003}, "
                    "{optim.learning_rate: 0.0000001}]", "hydra/sweeper/pruner=median",
                    "hydra.sweeper.pruner.n_startup_trials=2", *FAST, "trainer.max_steps=12",
-                   "trainer.eval_steps=4") == 0
+                   "trainer.eval_steps=4", "eval.enabled=true", "eval.max_samples=2", "eval.probes=[]",
+                   "eval.general_path=null") == 0
     rows = trials(sweep)
     assert [(r["trial"], r["params"]["optim.learning_rate"], r["status"]) for r in rows] == [
         (0, 0.005, "completed"), (1, 0.003, "completed"), (2, 1e-7, "pruned")]
     assert rows[2]["pruned_at_step"] == 4 and rows[2]["steps"] == 4  # stopped at the first report, not at 12
     metrics = json.loads((sweep / "2" / "metrics.json").read_text())
     assert metrics["global_step"] == 4 and "eval_json_validity" not in metrics  # no answer-level evaluation
+    assert "eval_json_validity" in json.loads((sweep / "0" / "metrics.json").read_text())  # as completed ones get
     assert json.loads((sweep / "2" / "run_manifest.json").read_text())["status"] == "pruned"
     curve = [h["eval_loss"] for h in json.loads((sweep / "2" / "log_history.json").read_text()) if "eval_loss" in h]
     pruned = study(sweep).trials[2]
@@ -187,8 +189,9 @@ def test_a_worker_killed_mid_trial_is_resumed_by_running_the_command_again(tmp_p
                                                                      "interrupted": 1}
 
 
-def test_submitit_local_launcher_runs_two_trials_in_parallel_processes(tmp_path):
+def test_submitit_local_launcher_runs_two_trials_in_parallel_processes(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the two job processes get a core each
     assert run_cli("-m", "hparams_search=optuna", "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
                    "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", *FAST) == 0
     rows = trials(sweep)
