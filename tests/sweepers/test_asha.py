@@ -13,6 +13,7 @@ import time
 import pytest
 import yaml
 
+from sft_sweep.benchmarks.sweeps import as_enqueue
 from tests.helpers import embedded
 
 pytestmark = pytest.mark.slow
@@ -45,12 +46,11 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     trial has ended, so the weak ones meet the first rung only in the resumed sweep: each must stop there, which
     holds only if the resumed ASHA has the rung records of the trials before the kill."""
     sweep = tmp_path / "asha"
-    enqueue = ",".join("{" + ",".join(f"{k}:{v}" for k, v in p.items()) + "}" for p in GOOD + WEAK)
     command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=4",
                "trainer.max_steps=8", "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
                "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.address=auto",
                "trainer.packing=false", "trainer.per_device_train_batch_size=8", "optim.warmup_steps=0",
-               "data.val_ratio=0", "data.min_val_size=16", "eval.enabled=false", f"hydra.sweeper.enqueue=[{enqueue}]",
+               "data.val_ratio=0", "data.min_val_size=16", "eval.enabled=false", as_enqueue(GOOD + WEAK),
                f"hydra.sweep.dir={sweep}"]
     env = {**ray_cluster, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its experiment state every second
     # The first driver is killed once a trial has ended and Tune has saved that in its experiment state.
