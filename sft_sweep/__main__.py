@@ -1,9 +1,11 @@
-"""The training entrypoint: `python -m sft_sweep [group=option ...] [key=value ...]`.
+"""The training entrypoint: `python -m sft_sweep [-v] [group=option ...] [key=value ...]`.
 
 Hydra composes conf/config.yaml with the overrides and calls `hydra_main` in a fresh run dir
-(outputs/runs/<time>/); the run itself reads top to bottom in sft_sweep/recipe.py.
+(outputs/runs/<time>/); the run itself reads top to bottom in sft_sweep/recipe.py. `-v` shows the
+libraries' log records, warnings and progress bars on the console too (they always go to train.log).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sft_sweep import config
+from sft_sweep import config, console
 from sft_sweep.errors import UserError, exit_in_one_line
 
 
@@ -20,6 +22,7 @@ from sft_sweep.errors import UserError, exit_in_one_line
 def hydra_main(cfg: DictConfig) -> float:
     from sft_sweep import recipe  # imported here: `--help` and `--cfg` stay fast
 
+    console.quiet_libraries()
     try:
         return recipe.run(cfg)
     except UserError as exc:
@@ -54,6 +57,9 @@ def prepare_argv(argv: list[str]) -> list[str]:
 
 def main() -> None:
     config.register_resolvers()
+    if verbose := [a for a in sys.argv[1:] if a in ("-v", "--verbose")]:
+        os.environ[console.VERBOSE] = "1"
+        sys.argv = [a for a in sys.argv if a not in verbose]
     sys.argv = prepare_argv(sys.argv)
     hydra_main()
 

@@ -92,12 +92,35 @@ def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _unknown_keys(group: str, keys, allowed: set[str], feeds: str) -> None:
+def _unknown_keys(group: str, keys, allowed: set[str], feeds: str, what: str = "an argument of") -> None:
     for key in keys:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {group}.{close[0]}?)" if close else ""
-            raise UserError(f"{group}.{key} is not an argument of {feeds}{hint}")
+            raise UserError(f"{group}.{key} is not {what} {feeds}{hint}")
+
+
+def missing_values(cfg: DictConfig) -> list[str]:
+    """Mandatory keys (`???`) still unset in a composed config, as dotted keys (Hydra's own config aside)."""
+    missing = []
+
+    def walk(node, prefix):
+        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+            if value == "???":
+                missing.append(f"{prefix}{key}")
+            elif isinstance(value, (dict, list)):
+                walk(value, f"{prefix}{key}.")
+
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}, "")
+    return missing
+
+
+def check_mandatory(cfg: DictConfig) -> None:
+    """One line naming a mandatory key left unset (data=local without data.path), before anything is written."""
+    if missing := missing_values(cfg):
+        examples = {"data.path": " (e.g. data.path=/data/chats.jsonl)", "model.name_or_path":
+                    " (a hub id or a local model dir)"}
+        raise UserError(f"{missing[0]} must be set{examples.get(missing[0], '')}: the chosen config leaves it ???")
 
 
 def _get(c: dict, dotted: str):
@@ -115,6 +138,15 @@ def validate(c: dict) -> None:
     from peft import LoraConfig
     from trl import SFTConfig
 
+    from sft_sweep.data.prepare import KEYS as DATA_KEYS
+    from sft_sweep.model import KEYS as MODEL_KEYS
+
+    _unknown_keys("data", c["data"], DATA_KEYS, "the data group", "a key of")
+    _unknown_keys("model", c["model"], MODEL_KEYS, "the model group", "a key of")
+    if c["model"]["config"] and c["model"]["name_or_path"]:
+        raise UserError(f"model.name_or_path={c['model']['name_or_path']}: this model preset builds a random-init "
+                        f"model from model.config and would ignore it; load weights with a hub preset "
+                        f"(model=qwen3_4b model.name_or_path=...) or set model.config=null")
     _unknown_keys("optim", c["optim"], _fields(SFTConfig), "trl.SFTConfig")
     ours = ("on_oom", "by_data_size")  # trainer keys sft-sweep reads itself (oom.py, sizing.py)
     _unknown_keys("trainer", (k for k in c["trainer"] if k not in ours), _fields(SFTConfig), "trl.SFTConfig")

@@ -17,6 +17,8 @@ import json
 import re
 from collections import Counter, defaultdict
 
+from sft_sweep import metric_names as names
+
 MAX_EXACT_CHARS = 16
 REPEAT_LIMIT = 4
 COLLAPSED = 0.5
@@ -82,31 +84,42 @@ def answer_diversity(samples: list[dict]) -> dict:
     references = {s["reference"].strip() for s in samples}
     top, count = predictions.most_common(1)[0] if predictions else ("", 0)
     diversity = len(predictions) / len(references) if references else None
-    return {"answer_diversity": diversity, "distinct_answers": len(predictions), "distinct_references": len(references),
-            "top_answer": top, "top_answer_share": count / len(samples) if samples else None,
-            "collapsed_answers": diversity is not None and diversity < COLLAPSED}
+    return {names.ANSWER_DIVERSITY: diversity, names.DISTINCT_ANSWERS: len(predictions),
+            names.DISTINCT_REFERENCES: len(references), names.TOP_ANSWER: top,
+            names.TOP_ANSWER_SHARE: count / len(samples) if samples else None,
+            names.COLLAPSED_ANSWERS: diversity is not None and diversity < COLLAPSED}
 
 
-def exact_match_by_tag(samples: list[dict]) -> dict:
-    by_tag = defaultdict(list)
-    for s in samples:
-        for tag in s.get("tags") or []:
-            by_tag[tag].append(exact_match(s["prediction"], s["reference"]))
-    return {tag: sum(hits) / len(hits) for tag, hits in sorted(by_tag.items())}
+def score(sample: dict) -> dict:
+    """One answer's scores (metric_names.SAMPLE_SCORES), from {prediction, reference, ended}: computed once,
+    kept with the answer in eval_samples.jsonl."""
+    prediction, reference = sample["prediction"], sample["reference"]
+    json_valid = json_keys = None
+    if is_json_reference(reference):
+        json_valid, json_keys = json_scores(prediction, reference)
+    return {names.EXACT: exact_match(prediction, reference), names.JSON_VALID: json_valid,
+            names.JSON_KEYS: json_keys, names.USABLE: usable(prediction, sample.get("ended", True))}
+
+
+def rate(flags) -> float | None:
+    flags = list(flags)
+    return sum(flags) / len(flags) if flags else None
 
 
 def summarize(samples: list[dict]) -> dict:
-    """Rates over generated samples, each {prediction, reference, ended, tags}."""
-    json_refs = [s for s in samples if is_json_reference(s["reference"])]
+    """Rates over scored samples (each {prediction, reference, ended, tags} plus `score`'s keys)."""
+    json_refs = [s for s in samples if s[names.JSON_VALID] is not None]
     exact_refs = [s for s in samples if is_exact_reference(s["reference"])]
-    scores = [json_scores(s["prediction"], s["reference"]) for s in json_refs]
+    by_tag = defaultdict(list)
+    for s in samples:
+        for tag in s.get("tags") or []:
+            by_tag[tag].append(s[names.EXACT])
     return {
-        "json_validity": sum(valid for valid, _ in scores) / len(scores) if scores else None,
-        "json_key_match": sum(keys for _, keys in scores) / len(scores) if scores else None,
-        "exact_match": (sum(exact_match(s["prediction"], s["reference"]) for s in exact_refs) / len(exact_refs)
-                        if exact_refs else None),
-        "exact_match_by_tag": exact_match_by_tag(samples),
-        "usability": sum(usable(s["prediction"], s["ended"]) for s in samples) / len(samples) if samples else None,
+        names.JSON_VALIDITY: rate(s[names.JSON_VALID] for s in json_refs),
+        names.JSON_KEY_MATCH: rate(s[names.JSON_KEYS] for s in json_refs),
+        names.EXACT_MATCH: rate(s[names.EXACT] for s in exact_refs),
+        names.EXACT_MATCH_BY_TAG: {tag: rate(hits) for tag, hits in sorted(by_tag.items())},
+        names.USABILITY: rate(s[names.USABLE] for s in samples),
         **answer_diversity(samples),
-        "n_samples": len(samples), "n_json": len(json_refs), "n_exact": len(exact_refs),
+        names.N_SAMPLES: len(samples), names.N_JSON: len(json_refs), names.N_EXACT: len(exact_refs),
     }

@@ -14,6 +14,7 @@ import tempfile
 import time
 
 from sft_sweep import config
+from sft_sweep import metric_names as names
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import UserError
 from sft_sweep.evaluation import answer_eval, perplexity, probe_answers, probe_question, write_samples
@@ -21,8 +22,8 @@ from sft_sweep.model import base_model_path, build_model, build_tokenizer
 from sft_sweep.packing import BlockDiagonalCollator
 from sft_sweep.run_dir import RunDir
 
-SHOWN = ("perplexity", "json_validity", "json_key_match", "exact_match", "exact_match_by_tag", "usability",
-         "answer_diversity", "n_samples")
+SHOWN = (names.PERPLEXITY, names.JSON_VALIDITY, names.JSON_KEY_MATCH, names.EXACT_MATCH, names.EXACT_MATCH_BY_TAG,
+         names.USABILITY, names.ANSWER_DIVERSITY, names.N_SAMPLES)
 
 
 def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
@@ -39,10 +40,10 @@ def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
         out = RunDir(f"outputs/eval/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"])
     scores, samples = answer_eval(model, tokenizer, data.validation_rows, c["eval"])
-    result = {"perplexity": perplexity(model, data.eval, BlockDiagonalCollator(tokenizer.pad_token_id),
-                                       c["eval"]["batch_size"]),
-              **scores, "probes": dict(zip(map(probe_question, c["eval"]["probes"]),
-                                           probe_answers(model, tokenizer, c["eval"]))),
+    result = {names.PERPLEXITY: perplexity(model, data.eval, BlockDiagonalCollator(tokenizer.pad_token_id),
+                                           c["eval"]["batch_size"]),
+              **scores, names.PROBES: dict(zip(map(probe_question, c["eval"]["probes"]),
+                                               probe_answers(model, tokenizer, c["eval"]))),
               "data": [s["path"] for s in c["data"]["sources"]]}
     out.path.mkdir(parents=True, exist_ok=True)
     out.evaluation.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

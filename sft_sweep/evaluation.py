@@ -1,6 +1,8 @@
 """Evaluation of a model on the validation rows, and the probe questions before/after training.
+(Metric names: metric_names.py.)
 
-    perplexity   exp(mean NLL over the trained (assistant) positions of the eval set)
+    perplexity   exp(mean NLL over the trained (assistant) positions of the eval set), scored in chunks of
+                 trained positions (loss.py): memory does not grow with the vocabulary
     answers      greedy answers to each validation conversation's last assistant turn, scored by
                  eval_metrics.summarize (JSON validity and keys, exact match overall and per task
                  kind, usability, answer diversity)
@@ -16,7 +18,8 @@ import re
 
 import torch
 
-from sft_sweep.eval_metrics import summarize
+from sft_sweep import metric_names as names
+from sft_sweep.eval_metrics import score, summarize
 from sft_sweep.generation import generate
 from sft_sweep.run_dir import RunDir
 
@@ -26,6 +29,8 @@ log = logging.getLogger("sft_sweep")
 @torch.no_grad()
 def perplexity(model, dataset, collator, batch_size: int = 16) -> float:
     """Token-weighted over all trained positions (the Trainer's eval_loss averages batch means)."""
+    from sft_sweep.loss import nll_sum, supports_trained_positions_loss
+
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -37,13 +42,16 @@ def perplexity(model, dataset, collator, batch_size: int = 16) -> float:
                                                              zip(r["input_ids"], r["assistant_masks"])]}
                               for r in rows])
             batch = {k: v.to(model.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            labels = batch.pop("labels")
-            logits = model(**batch).logits.float()
-            targets = labels[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
-                                                    reduction="sum")
+            if supports_trained_positions_loss(model):
+                nll, n = nll_sum(model, batch)
+            else:  # the model's own head (soft-capped or scaled logits): full logits, one batch at a time
+                labels = batch.pop("labels")[:, 1:]
+                logits = model(**batch).logits[:, :-1].float()
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+                                                        reduction="sum")
+                n = int((labels != -100).sum())
             total += nll.item()
-            count += int((targets != -100).sum())
+            count += n
     finally:
         model.train(was_training)
     return math.exp(total / count) if count else float("nan")
@@ -92,11 +100,13 @@ def answer_prompts(rows: list[dict], max_samples: int) -> list[dict]:
 
 
 def answer_eval(model, tokenizer, rows: list[dict], cfg: dict) -> tuple[dict, list[dict]]:
+    """(rates, scored answers): each answer carries its own scores (metric_names.SAMPLE_SCORES)."""
     prompts = answer_prompts(rows, cfg["max_samples"])
     generated = generate(model, tokenizer, [p["messages"] for p in prompts], cfg["max_new_tokens"], cfg["batch_size"],
                          cfg["enable_thinking"], tools=[p["tools"] for p in prompts])
     samples = [{"id": p["id"], "kind": ",".join(p["tags"]), "tags": p["tags"], "prompt": p["messages"][-1]["content"],
                 "reference": p["reference"], **g} for p, g in zip(prompts, generated)]
+    samples = [{**s, **score(s)} for s in samples]
     return summarize(samples), samples
 
 
@@ -135,28 +145,33 @@ class Evaluation:
 
     def __init__(self, cfg: dict, trainer, validation_rows: list[dict]):
         self.cfg, self.trainer, self.rows = cfg, trainer, validation_rows
-        self.before_scores = self.before_probes = self.samples = self.probes = self.general_before = None
+        self.before_scores, self.before_probes, self.samples, self.probes = {}, None, None, None
         self.general_data = None  # the general chat file, tokenized once for both measurements
 
-    def general(self) -> float | None:
+    def general(self) -> dict:
+        """{GENERAL_PERPLEXITY: ...}, or {} without eval.general_path."""
         if not self.cfg.get("general_path"):
-            return None
+            return {}
         tokenizer, max_length = self.trainer.processing_class, self.trainer.args.max_length
         if self.general_data is None:
             self.general_data = general_dataset(tokenizer, self.cfg["general_path"], max_length)
-        return general_perplexity(self.trainer.model, tokenizer, self.cfg["general_path"], max_length,
-                                  self.cfg["batch_size"], self.general_data)
+        return {names.GENERAL_PERPLEXITY: general_perplexity(self.trainer.model, tokenizer, self.cfg["general_path"],
+                                                             max_length, self.cfg["batch_size"], self.general_data)}
 
     def before(self) -> None:
-        if self.cfg["enabled"]:
-            self.general_before = self.general()  # the forgetting check's baseline, even without before_training
-        if self.cfg["enabled"] and self.cfg["before_training"]:
+        """The base model's scores (named `before_...`): the forgetting check's baseline always, answers and
+        probes with eval.before_training."""
+        if not self.cfg["enabled"] or self.trainer.eval_dataset is None:
+            return
+        scores = self.general()
+        if self.cfg["before_training"]:
             model, tok = self.trainer.model, self.trainer.processing_class
-            self.before_scores, _ = answer_eval(model, tok, self.rows, self.cfg)
+            scores.update(answer_eval(model, tok, self.rows, self.cfg)[0])
             self.before_probes = probe_answers(model, tok, self.cfg)
+        self.before_scores = {names.before(k): v for k, v in scores.items()}
 
     def after(self, run_dir: RunDir) -> dict:
-        if not self.cfg["enabled"]:
+        if not self.cfg["enabled"] or self.trainer.eval_dataset is None:  # off, or no evaluation set
             return {}
         model, tok = self.trainer.model, self.trainer.processing_class
         scores, self.samples = answer_eval(model, tok, self.rows, self.cfg)
@@ -165,23 +180,21 @@ class Evaluation:
         run_dir.probes.write_text(table, encoding="utf-8")
         write_samples(run_dir.eval_samples, self.samples)
         log.info("probes before / after training:\n%s", table)
-        if scores["collapsed_answers"]:
+        if scores[names.COLLAPSED_ANSWERS]:
             log.warning("evaluation: near-constant answers (%d distinct answers to %d distinct references; "
-                        "%.0f%% are %r)", scores["distinct_answers"], scores["distinct_references"],
-                        100 * scores["top_answer_share"], scores["top_answer"])
-        forgetting = {}
-        if self.general_before is not None:
-            after = self.general()
-            forgetting = {"general_perplexity_before": self.general_before, "general_perplexity_after": after,
-                          "forgetting_delta": after - self.general_before}
-            log.info("forgetting check: general-chat perplexity %.3f -> %.3f (delta %+.3f)", self.general_before,
-                     after, after - self.general_before)
-        return {"eval_perplexity": perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
-                                              self.cfg["batch_size"]),
-                **forgetting,
-                **{f"eval_{k}": v for k, v in scores.items()},
-                "before_training": self.before_scores,
-                "probes": [dict(zip(("probe", "before", "after"), row)) for row in self.probe_table()]}
+                        "%.0f%% are %r)", scores[names.DISTINCT_ANSWERS], scores[names.DISTINCT_REFERENCES],
+                        100 * scores[names.TOP_ANSWER_SHARE], scores[names.TOP_ANSWER])
+        general = self.general()
+        if general and names.before(names.GENERAL_PERPLEXITY) in self.before_scores:
+            before = self.before_scores[names.before(names.GENERAL_PERPLEXITY)]
+            after = general[names.GENERAL_PERPLEXITY]
+            general[names.FORGETTING_DELTA] = after - before
+            log.info("forgetting check: general-chat perplexity %.3f -> %.3f (delta %+.3f)", before, after,
+                     after - before)
+        return {names.PERPLEXITY: perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
+                                             self.cfg["batch_size"]),
+                **general, **scores, **self.before_scores,
+                names.PROBES: [dict(zip(("probe", "before", "after"), row)) for row in self.probe_table()]}
 
     def probe_table(self) -> list[list[str]]:
         before = self.before_probes or ["-"] * len(self.probes)

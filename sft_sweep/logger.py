@@ -1,6 +1,6 @@
 """Every line of W&B code: open a run from the `logger` group (or nothing), alerts for the monitor,
-the run's final summary and evaluation tables (a trainer callback, fired when the records are
-written), and the sweep's summary run.
+the run's final summary and evaluation tables (once the records are written), and the sweep's
+summary run.
 
 Offline unless an API key is configured (sync later with `wandb sync`). Only rank 0 logs.
 """
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from sft_sweep import dist
-from sft_sweep.callbacks import RecordCallback
+from sft_sweep import metric_names as names
 from sft_sweep.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -81,36 +81,38 @@ def alert(title: str, text: str, level: str, metrics: dict) -> None:
         wandb.run.log(metrics, commit=False)
 
 
-class WandbRecords(RecordCallback):
-    """At the end of the run: the final metrics and monitor counters in the W&B summary, and the
-    evaluation's answers and probes as W&B tables."""
+def record(run, metrics: dict, evaluation=None) -> None:
+    """At the end of the run: the final metrics under their metrics.json names and the monitor counters in
+    the W&B summary, and the evaluation's scored answers and probes as W&B tables. Nothing without a run."""
+    if run is None:
+        return
+    import wandb
 
-    def __init__(self, run):
-        self.run = run
-
-    def on_record(self, metrics: dict, evaluation=None) -> None:
-        import wandb
-
-        self.run.summary.update({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-        monitor = metrics.get("monitor")
-        if monitor:
-            self.run.summary.update({f"monitor/{k}": v for k, v in monitor["counts"].items()})
-            self.run.summary["monitor/rollbacks"] = len(monitor["rollbacks"])
-        if metrics.get("oom"):  # out-of-memory retries (oom.py): how many, and the micro-batch it ended with
-            self.run.summary.update({"oom/retries": metrics["oom"]["retries"],
-                                     "oom/micro_batch": metrics["oom"]["micro_batch"]})
-        if evaluation is not None and evaluation.samples is not None:
-            columns = ["id", "kind", "prompt", "reference", "prediction", "ended"]
-            probes = evaluation.probe_table()
-            self.run.log({"eval/samples": wandb.Table(columns=columns, data=[[s.get(c) for c in columns]
-                                                                            for s in evaluation.samples]),
-                          "eval/probes": wandb.Table(columns=["probe", "before", "after"], data=probes)})
+    run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))
+                        or k in (names.EXACT_MATCH_BY_TAG, names.before(names.EXACT_MATCH_BY_TAG))})
+    monitor = metrics.get(names.MONITOR)
+    if monitor:
+        run.summary.update({f"monitor/{k}": v for k, v in monitor["counts"].items()})
+        run.summary["monitor/rollbacks"] = len(monitor["rollbacks"])
+    if metrics.get(names.OOM):  # out-of-memory retries (trainer.py): how many, and the micro-batch it ended with
+        run.summary.update({"oom/retries": metrics[names.OOM]["retries"],
+                            "oom/micro_batch": metrics[names.OOM]["micro_batch"]})
+    if evaluation is not None and evaluation.samples is not None:
+        columns = ["id", "kind", "prompt", "reference", "prediction", "ended", *names.SAMPLE_SCORES]
+        run.log({"eval/samples": wandb.Table(columns=columns, data=[[s.get(c) for c in columns]
+                                                                   for s in evaluation.samples]),
+                 "eval/probes": wandb.Table(columns=["probe", "before", "after"], data=evaluation.probe_table())})
 
 
-def log_sweep_summary(logger_cfg: dict, sweep_dir: Path, results: dict) -> None:
+def log_sweep_summary(logger_cfg: dict, sweep_dir: Path) -> None:
     """One W&B run in the sweep's group (beside its trials' runs) whose summary holds the sweep's
-    best value, trial and params. Nothing without logger=wandb."""
-    if not logger_cfg or "project" not in logger_cfg:
+    best value, trial and params (its optimization_results.yaml). Nothing without logger=wandb."""
+    import yaml
+
+    from sft_sweep.run_dir import SweepDir
+
+    results = yaml.safe_load(SweepDir(sweep_dir).results.read_text(encoding="utf-8"))
+    if not logger_cfg or "project" not in logger_cfg or "best_value" not in results:
         return
     run = start({**logger_cfg, "name": None, "tags": [*(logger_cfg.get("tags") or []), "sweep-summary"]},
                 RunDir(sweep_dir), {"sweep": results}, name=f"{sweep_dir.name}-summary", group=sweep_dir.name)

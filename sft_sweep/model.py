@@ -21,6 +21,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 from sft_sweep import dist
 from sft_sweep.errors import UserError
 
+# The model group's keys (conf/model/hub_defaults.yaml): sft-sweep's own, not one class's arguments.
+KEYS = {"name_or_path", "tokenizer", "chat_template", "pad_token", "config", "init_seed", "dtype",
+        "attn_implementation", "use_cache", "train_in_full"}
+
 
 def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

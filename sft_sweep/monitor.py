@@ -5,8 +5,10 @@ sequences). `TrainingMonitor` is the TrainerCallback that feeds them from the tr
 turns each event into: a console warning, a line in `<run_dir>/monitor_events.jsonl` (always,
 W&B or not), a W&B alert plus `monitor/*` metrics, and the configured action.
 
-Rollback is carried out by the recipe (recipe.py), because only it can call
-`trainer.train(resume_from_checkpoint=...)` again: the callback stops training and names the
+The `skip` action judges every optimizer step rather than the logged averages (`StepOutliers`, below):
+the trainer (trainer.py) asks `judge_step` after each step's last backward pass and drops the step's
+gradients when it answers with an event. Rollback is carried out by the trainer's `fit`, because only it
+can call `train(resume_from_checkpoint=...)` again: this callback stops training and names the
 checkpoint; `on_train_begin` of the resumed run then scales the restored optimizer and scheduler
 learning rates by `lr_factor`.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from sft_sweep import metric_names as names
 from sft_sweep.logger import alert
 from sft_sweep.run_dir import append_jsonl, checkpoint_step, checkpoints_newest_first
 
@@ -90,8 +93,44 @@ class DivergenceDetector:
         return None
 
 
+def zscore(value: float, history) -> float:
+    if not math.isfinite(value):
+        return math.inf
+    mean = sum(history) / len(history)
+    std = math.sqrt(sum((h - mean) ** 2 for h in history) / len(history))
+    return (value - mean) / max(std, 1e-3 * abs(mean), 1e-8)
+
+
+class StepOutliers:
+    """The skip action's detector (monitor.actions.loss_spike|grad_explosion=skip): a step's loss (summed over its
+    micro-batches) or gradient norm before clipping, against the mean and standard deviation of the last `window`
+    applied steps. z above `z_threshold` (after `min_history` steps; a non-finite value always) is an outlier, as
+    OLMo-core's skip-step optimizer judges; outliers do not enter the history."""
+
+    WATCHED = {"loss_spike": "loss", "grad_explosion": "grad_norm"}
+
+    def __init__(self, kinds, z_threshold=6.0, window=50, min_history=10):
+        self.kinds = {kind: self.WATCHED[kind] for kind in kinds}
+        self.z, self.min_history = z_threshold, min_history
+        self.history = {key: deque(maxlen=window) for key in self.WATCHED.values()}
+
+    def update(self, values: dict) -> tuple[str, dict] | None:
+        """(kind, event values) when the step is an outlier, else None (and the step joins the history)."""
+        for kind, key in self.kinds.items():
+            history = self.history[key]
+            if len(history) < self.min_history and math.isfinite(values[key]):
+                continue
+            z = zscore(values[key], history) if history else math.inf
+            if z > self.z:
+                return kind, {key: values[key], "z": z, "window_mean": sum(history) / max(len(history), 1),
+                              "z_threshold": self.z}
+        for key, value in values.items():
+            self.history[key].append(value)
+        return None
+
+
 def check_nan(logs: dict) -> dict | None:
-    bad = {k: logs[k] for k in ("loss", "grad_norm", "eval_loss")
+    bad = {k: logs[k] for k in ("loss", "grad_norm", names.EVAL_LOSS)
            if isinstance(logs.get(k), float) and not math.isfinite(logs[k])}
     return bad or None
 
@@ -104,7 +143,7 @@ class MonitorState:
     rollbacks: list = field(default_factory=list)
     rollback_to: str | None = None  # set when training stopped to roll back...
     rollback_from: int = 0  # ...at the step of this event
-    skipped_steps: list = field(default_factory=list)  # steps the skip action did not apply (skip_step.py)
+    skipped_steps: list = field(default_factory=list)  # steps the skip action did not apply
 
 
 class TrainingMonitor(TrainerCallback):
@@ -118,16 +157,13 @@ class TrainingMonitor(TrainerCallback):
         self.spikes = SpikeDetector(cfg["spike_factor"], cfg["window"], cfg["reference"], cfg["ema_alpha"],
                                     cfg["min_history"])
         self.divergence = DivergenceDetector(cfg["divergence_patience"])
+        skipping = [kind for kind in StepOutliers.WATCHED if cfg["actions"].get(kind) == "skip"]
+        self.outliers = StepOutliers(skipping, **cfg["skip"]) if skipping else None
         self.state = MonitorState()
         self.last_train_loss = None
         self.pending_lr_factor = None
         self.lr_scale = 1.0  # product of every rollback's lr_factor so far
         self.saved_scale: dict[int, float] = {}  # checkpoint step -> lr_scale it was saved with
-
-    @staticmethod
-    def of(trainer) -> "TrainingMonitor | None":
-        """The monitor among a trainer's callbacks, if any."""
-        return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingMonitor)), None)
 
     # --- detection ------------------------------------------------------------------------------
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -147,14 +183,29 @@ class TrainingMonitor(TrainerCallback):
         if isinstance(grad, float) and math.isfinite(grad) and grad > self.cfg["grad_norm_threshold"]:
             events.append(Event("grad_explosion", step, {"grad_norm": grad,
                                                           "threshold": self.cfg["grad_norm_threshold"]}))
-        if isinstance(logs.get("eval_loss"), float) and math.isfinite(logs["eval_loss"]):
-            div = self.divergence.update(logs["eval_loss"], self.last_train_loss)
+        if isinstance(logs.get(names.EVAL_LOSS), float) and math.isfinite(logs[names.EVAL_LOSS]):
+            div = self.divergence.update(logs[names.EVAL_LOSS], self.last_train_loss)
             if div:
                 events.append(Event("eval_divergence", step, div))
         for event in events:
-            if self.cfg["actions"][event.kind] != "skip":  # skip acts per step, in skip_step.py
+            if self.cfg["actions"][event.kind] != "skip":  # skip judges each step instead: judge_step
                 self.act(event, state, control)
         return control
+
+    @property
+    def skips_steps(self) -> bool:
+        return self.outliers is not None
+
+    def judge_step(self, step: int, loss: float, grad_norm: float, report: bool = True) -> bool:
+        """The skip action: True when step `step` (its loss and pre-clipping gradient norm) is an outlier
+        and must not be applied; the event is recorded like any other."""
+        verdict = self.outliers.update({"loss": loss, "grad_norm": grad_norm})
+        if verdict is None:
+            return False
+        kind, values = verdict
+        self.state.skipped_steps.append(step)
+        self.emit(Event(kind, step, values, action="skip"), report=report)
+        return True
 
     # --- actions --------------------------------------------------------------------------------
     def act(self, event: Event, state, control) -> None:
@@ -235,5 +286,5 @@ class TrainingMonitor(TrainerCallback):
         return target
 
     def summary(self) -> dict:
-        return {"counts": self.state.counts, "diverged": self.state.diverged, "rollbacks": self.state.rollbacks,
+        return {"counts": self.state.counts, names.DIVERGED: self.state.diverged, "rollbacks": self.state.rollbacks,
                 "skipped_steps": self.state.skipped_steps, "events": len(self.state.events)}

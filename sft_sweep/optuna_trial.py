@@ -72,7 +72,3 @@ class OptunaReporter(TrainerCallback):
             control.should_training_stop = True
             log.warning("optuna: trial %d pruned at step %d (%s=%.4f)", self.trial.number, state.global_step,
                         self.metric, value)
-
-    @staticmethod
-    def of(trainer) -> "OptunaReporter | None":
-        return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, OptunaReporter)), None)

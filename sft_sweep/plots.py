@@ -83,9 +83,17 @@ def svg(parts: list[str]) -> str:
     return f'<svg viewBox="0 0 {W} {H}" class="chart" role="img">' + "".join(parts) + "</svg>"
 
 
-def legend(names: list[tuple[str, str]]) -> list[str]:
-    return [f'<text x="{W - RIGHT - 4}" y="{TOP + 14 + 13 * i}" class="l" text-anchor="end" fill="{color}">'
-            f'{escape(name)}</text>' for i, (name, color) in enumerate(names)]
+def legend(names: list[tuple[str, str, bool]]) -> list[str]:
+    """(name, colour, dashed) per series: a swatch of its line, then its name, right-aligned in the plot box."""
+    out = []
+    for i, (name, color, dashed) in enumerate(names):
+        y = TOP + 14 + 13 * i
+        x = W - RIGHT - 8 - 5.5 * len(name)  # where the right-aligned text begins (about 5.5 units a character)
+        dash = ' stroke-dasharray="4 2"' if dashed else ""
+        out.append(f'<line x1="{x - 22:.1f}" x2="{x - 4:.1f}" y1="{y - 3.5}" y2="{y - 3.5}" stroke="{color}" '
+                   f'stroke-width="2.5"{dash}/><text x="{W - RIGHT - 8}" y="{y}" class="l" text-anchor="end">'
+                   f'{escape(name)}</text>')
+    return out
 
 
 def line_chart(series: list[dict], title: str, x_label: str = "step", y_label: str = "", *, log_y: bool = False,
@@ -120,7 +128,7 @@ def line_chart(series: list[dict], title: str, x_label: str = "step", y_label: s
             x, y = s["points"][-1]
             out.append(f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="3" fill="{color}">'
                        f'<title>{escape(s["name"])}: stopped at {fmt(x)}</title></circle>')
-        names.append((s["name"], color))
+        names.append((s["name"], color, bool(s.get("dashed"))))
     if 1 < len(names) <= 12:
         out += legend(names)
     return svg(out)
@@ -170,10 +178,12 @@ def parallel(rows: list[dict], axes: list[str], color_key: str, title: str, lowe
     xs = [LEFT + i * (W - LEFT - right) / max(1, len(axes) - 1) for i in range(len(axes))]
     top, bottom = TOP + 8, H - BOTTOM
     out = [f'<text x="{LEFT}" y="16" class="t">{escape(title)}</text>']
-    for x, a in zip(xs, axes):
+    for i, (x, a) in enumerate(zip(xs, axes)):
         _, lo, hi = scales[a]
+        # Axis names by their last part (the full key on hover), on two staggered rows so neighbours never meet.
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" class="ax"/>'
-                   f'<text x="{x:.1f}" y="{H - 20}" class="l" text-anchor="middle">{escape(a)}</text>'
+                   f'<text x="{x:.1f}" y="{H - 22 + 12 * (i % 2)}" class="l" text-anchor="middle">'
+                   f'<title>{escape(a)}</title>{escape(a.rsplit(".", 1)[-1])}</text>'
                    f'<text x="{x + 3:.1f}" y="{bottom - 2}" class="l">{escape(lo)}</text>'
                    f'<text x="{x + 3:.1f}" y="{top + 8}" class="l">{escape(hi)}</text>')
     ranked = sorted(rows, key=lambda r: r[color_key], reverse=not lower_is_better)

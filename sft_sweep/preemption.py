@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 
 from sft_sweep.errors import RunInterrupted, UserError
 from sft_sweep.run_dir import RunDir, checkpoints_newest_first, is_complete_checkpoint, read_json
+from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
 
@@ -69,7 +70,7 @@ def resume_point(run_dir: RunDir, setting, command: str | None) -> Path | None:
         if not sibling.manifest.is_file() or sibling.finished:
             continue
         manifest = read_json(sibling.manifest)
-        if (manifest.get("command") == command and manifest.get("status") in ("started", "interrupted", "failed")
+        if (manifest.get("command") == command and Status(manifest.get("status")).resumable
                 and not alive_elsewhere(manifest)):
             if checkpoint := newest_complete(sibling.checkpoints):
                 return checkpoint
@@ -104,10 +105,6 @@ class GracefulStop(TrainerCallback):
     def __init__(self):
         self.received = None
         self.previous = {}
-
-    @staticmethod
-    def of(trainer) -> "GracefulStop | None":
-        return next((c for c in trainer.callback_handler.callbacks if isinstance(c, GracefulStop)), None)
 
     def handle(self, signum, frame):
         if self.received is not None:  # the second signal: at once

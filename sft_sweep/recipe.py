@@ -10,21 +10,21 @@ import logging
 
 from omegaconf import DictConfig
 from transformers import set_seed
-from trl import SFTTrainer
 
 from sft_sweep import config, console, dist, logger, packing, report, sizing
-from sft_sweep.callbacks import CheckpointsReadme, fire_on_record
+from sft_sweep import metric_names as names
+from sft_sweep.callbacks import CheckpointsReadme, ConsoleProgress
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
-from sft_sweep.oom import OomFallback
 from sft_sweep.optuna_trial import OptunaReporter, current_trial
-from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point
-from sft_sweep.run_dir import RunDir, checkpoint_step, pasteable_command, peak_memory_mib
+from sft_sweep.preemption import GracefulStop, resume_point
+from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
-from sft_sweep.skip_step import SkipStep
+from sft_sweep.status import Status
+from sft_sweep.trainer import Trainer
 from sft_sweep.tune_report import TuneReporter, in_tune_trial
 
 log = logging.getLogger("sft_sweep")
@@ -47,20 +47,20 @@ def run(cfg: DictConfig) -> float:
                                 trainer, validation_rows)
         evaluation.before()  # the base model's answers and probes, for the before/after comparison
         # --- train ---------------------------------------------------------------------------------
-        train_output = train(trainer, checkpoint)
+        train_output = trainer.fit(checkpoint)
         # --- record --------------------------------------------------------------------------------
-        metrics = record(c, trainer, train_output, evaluation, run_dir)
-        return metrics[c["optimized_metric"]]
+        metrics = record(c, trainer, train_output, evaluation, run_dir, wandb_run)
+        return metrics.get(c["optimized_metric"])  # None without an evaluation set
     except BaseException as exc:
-        run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/diverged)
+        run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/diverged/...)
         raise
     finally:
         # --- cleanup: multirun jobs share this process, so always close the W&B run -----------------
         logger.finish(wandb_run)
 
 
-def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[dict]]:
-    """tokenizer -> data -> model + LoRA -> SFTConfig -> SFTTrainer and its callbacks.
+def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[Trainer, list[dict]]:
+    """tokenizer -> data -> model + LoRA -> SFTConfig -> Trainer and the callbacks that watch it.
     Returns the trainer and the validation rows (chat rows, for answer-level evaluation)."""
     tokenizer = build_tokenizer(c["model"])
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
@@ -71,101 +71,86 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[SFTTrainer, list[di
     model = add_lora(build_model(c["model"], c["lora"], base), c["lora"])
     attn = resolve_attn_implementation(c["model"]["attn_implementation"])
     train_data, collator, trainer_cfg = packing.plan(data.train, c["trainer"], attn, tokenizer.pad_token_id)
+    if data.eval is None:  # every row trains (data.val_ratio=0 data.min_val_size=0): no evaluation
+        trainer_cfg = {**trainer_cfg, "eval_strategy": "no", "eval_on_start": False}
     args = build_sft_config(c["optim"], trainer_cfg, output_dir=str(run_dir.checkpoints), seed=c["seed"],
                             report_to=["wandb"] if wandb_run else [], run_name=run_dir.path.name)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
-                         data_collator=collator, processing_class=tokenizer)
-    console.ConsoleProgress.install(trainer)  # a progress bar / compact lines instead of raw dicts
-    trainer.add_callback(GracefulStop())  # SIGTERM/SIGINT: checkpoint at the step's end, then exit 75
-    OomFallback.install(trainer, c["trainer"]["on_oom"])
-    trainer.add_callback(CheckpointsReadme(base, pasteable_command()))
-    if c["monitor"]["enabled"]:
-        trainer.add_callback(TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints))
-    SkipStep.install(trainer, c["monitor"])  # monitor.actions.*=skip: outlier steps are not applied
-    if in_tune_trial():  # an ASHA sweep: report each evaluation so weak trials stop early
-        trainer.add_callback(TuneReporter(run_dir.tune_progress))
-    if trial := current_trial(c["optimized_metric"]):  # an Optuna sweep: the same, to the trial's pruner
-        trainer.add_callback(OptunaReporter(trial, c["optimized_metric"]))
-    if wandb_run is not None:
-        trainer.add_callback(logger.WandbRecords(wandb_run))
+    # What watches the training: the console's progress, signals (checkpoint, then exit 75), the checkpoints'
+    # README, the monitor (its skip action and rollbacks are the trainer's), a sweep's reporter.
+    stop = GracefulStop()
+    monitor = TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints) if c["monitor"][
+        "enabled"] else None
+    reporter = (TuneReporter(run_dir.tune_progress) if in_tune_trial()  # an ASHA sweep: report each evaluation
+                else OptunaReporter(trial, c["optimized_metric"]) if (trial := current_trial(c["optimized_metric"]))
+                else None)  # an Optuna sweep: the same, to the trial's pruner
+    callbacks = [stop, CheckpointsReadme(base, pasteable_command()), *(cb for cb in (monitor, reporter) if cb)]
+    trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
+                      data_collator=collator, processing_class=tokenizer, callbacks=callbacks,
+                      monitor=monitor, stop=stop, reporter=reporter, on_oom=c["trainer"]["on_oom"])
+    ConsoleProgress.install(trainer)  # a progress bar / compact lines instead of raw dicts
     return trainer, data.validation_rows
 
 
-def train(trainer: SFTTrainer, checkpoint=None) -> dict:
-    """trainer.train() (from `checkpoint` when resuming), resumed from the last good checkpoint after each
-    monitor rollback; a signal ends it with a checkpoint (RunInterrupted). Returns the last segment's
-    TrainOutput metrics, with the runtime summed over all segments."""
-    monitor, stop = TrainingMonitor.of(trainer), GracefulStop.of(trainer)
-    if checkpoint is not None:
-        log.info("resuming from %s (step %d)", checkpoint, checkpoint_step(checkpoint))
-    with disk_full_is_an_error(trainer.args.output_dir):
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    runtime = output.metrics["train_runtime"]
-    stop.raise_if_stopped(trainer.state, trainer.args.output_dir)
-    while monitor is not None and (checkpoint := monitor.prepare_rollback()):
-        with disk_full_is_an_error(trainer.args.output_dir):
-            output = trainer.train(resume_from_checkpoint=checkpoint)
-        runtime += output.metrics["train_runtime"]
-        stop.raise_if_stopped(trainer.state, trainer.args.output_dir)
-    return {**output.metrics, "train_runtime": runtime}
-
-
-def final_evaluation(trainer: SFTTrainer) -> dict:
-    """The eval metrics at the last step: reused when the schedule already evaluated there."""
-    last = [h for h in trainer.state.log_history if "eval_loss" in h]
+def final_evaluation(trainer: Trainer) -> dict:
+    """The eval metrics at the last step: reused when the schedule already evaluated there ({}: no eval set)."""
+    if trainer.eval_dataset is None:
+        return {}
+    last = [h for h in trainer.state.log_history if names.EVAL_LOSS in h]
     if last and last[-1]["step"] == trainer.state.global_step:
         return {k: v for k, v in last[-1].items() if k.startswith("eval_")}
     return trainer.evaluate()
 
 
-def record(c: dict, trainer: SFTTrainer, train_output: dict, evaluation: Evaluation, run_dir: RunDir) -> dict:
-    """Weights, evaluation and metrics into the run dir (metrics.json last: the run is finished),
-    then the record callbacks (W&B summary, the ASHA trial's last report)."""
+def record(c: dict, trainer: Trainer, train_output: dict, evaluation: Evaluation, run_dir: RunDir,
+           wandb_run=None) -> dict:
+    """Weights, evaluation and metrics into the run dir (metrics.json last: the run is completed), then
+    the W&B summary and an ASHA trial's last report (ASHA may end the process right after it)."""
     final_eval = final_evaluation(trainer)
     weights = run_dir.weights(lora=bool(c["lora"]))
     trainer.save_model(str(weights))  # the adapter only, for LoRA (rank 0 writes it under DDP)
     if dist.is_main_process():
         trainer.processing_class.save_pretrained(str(weights))
-    metrics = training_metrics(trainer, train_output)
+    metrics = {**training_metrics(trainer, train_output), names.RANDOM_INIT: bool(c["model"]["config"])}
     # A pruned trial stops at once: its curve and records, not the answer-level evaluation.
-    metrics.update({**final_eval, **({} if metrics["pruned_at_step"] else evaluation.after(run_dir))})
-    if c["optimized_metric"] not in metrics:
+    metrics.update({**final_eval, **({} if metrics[names.PRUNED_AT_STEP] else evaluation.after(run_dir))})
+    if c["optimized_metric"] not in metrics and trainer.eval_dataset is not None:
         raise UserError(f"optimized_metric={c['optimized_metric']!r} is not among the run's metrics: "
                         f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
     if dist.is_main_process():
-        status = "diverged" if metrics["diverged"] else "pruned" if metrics["pruned_at_step"] else "finished"
+        status = (Status.DIVERGED if metrics[names.DIVERGED] else Status.PRUNED if metrics[names.PRUNED_AT_STEP]
+                  else Status.COMPLETED)
         run_dir.write_records(trainer.state.log_history, metrics, status)
         report.refresh(run_dir.path)  # report.html: curves, events, probes, answers
-        fire_on_record(trainer, metrics, evaluation)
-    if metrics["diverged"]:
-        raise RunDiverged(f"training diverged (stopped at step {metrics['global_step']}); "
+        logger.record(wandb_run, metrics, evaluation)
+        if isinstance(trainer.reporter, TuneReporter):
+            trainer.reporter.final(metrics)
+    if metrics[names.DIVERGED]:
+        raise RunDiverged(f"training diverged (stopped at step {metrics[names.GLOBAL_STEP]}); "
                           f"see {run_dir.monitor_events}")
-    if metrics["pruned_at_step"]:
-        raise TrialPruned(f"pruned at step {metrics['pruned_at_step']} "
+    if metrics[names.PRUNED_AT_STEP]:
+        raise TrialPruned(f"pruned at step {metrics[names.PRUNED_AT_STEP]} "
                           f"({c['optimized_metric']}={metrics[c['optimized_metric']]:.4f})")
     if dist.is_main_process():
         log.info("%s", console.summary(metrics, run_dir.commands(), c["optimized_metric"]))
     return metrics
 
 
-
-def training_metrics(trainer: SFTTrainer, train_output: dict) -> dict:
-    history, state = trainer.state.log_history, trainer.state
+def training_metrics(trainer: Trainer, train_output: dict) -> dict:
+    history, state, monitor = trainer.state.log_history, trainer.state, trainer.monitor
     losses = [h["loss"] for h in history if "loss" in h]
-    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    monitor = TrainingMonitor.of(trainer)
+    evals = [h[names.EVAL_LOSS] for h in history if names.EVAL_LOSS in h]
     return {
-        "train_loss_mean": train_output["train_loss"],  # the trainer's: mean over the run's steps
-        "train_loss_last": losses[-1] if losses else None,  # the last logged value
-        "first_eval_loss": evals[0] if evals else None,
-        "global_step": state.global_step,
-        "train_runtime_s": train_output["train_runtime"],
-        "train_tokens": state.num_input_tokens_seen,
-        "train_tokens_per_s": state.num_input_tokens_seen / train_output["train_runtime"],
-        "peak_memory": peak_memory_mib(),
-        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "diverged": bool(monitor and monitor.state.diverged),
-        "pruned_at_step": reporter.pruned_at if (reporter := OptunaReporter.of(trainer)) else None,
-        "monitor": monitor.summary() if monitor else None,
-        "oom": oom.summary() if (oom := OomFallback.of(trainer)) else None,
+        names.TRAIN_LOSS_MEAN: train_output["train_loss"],  # the trainer's: mean over the run's steps
+        names.TRAIN_LOSS_LAST: losses[-1] if losses else None,  # the last logged value
+        names.FIRST_EVAL_LOSS: evals[0] if evals else None,
+        names.GLOBAL_STEP: state.global_step,
+        names.TRAIN_RUNTIME: train_output["train_runtime"],
+        names.TRAIN_TOKENS: state.num_input_tokens_seen,
+        names.TOKENS_PER_S: state.num_input_tokens_seen / train_output["train_runtime"],
+        names.PEAK_MEMORY: peak_memory_mib(),
+        names.TRAINABLE_PARAMS: sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        names.DIVERGED: bool(monitor and monitor.state.diverged),
+        names.PRUNED_AT_STEP: trainer.reporter.pruned_at if isinstance(trainer.reporter, OptunaReporter) else None,
+        names.MONITOR: monitor.summary() if monitor else None,
+        names.OOM: trainer.oom_summary(),
     }

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from sft_sweep import metric_names as names
 from sft_sweep import plots
 from sft_sweep.config import parse_cli_args
+from sft_sweep.console import FORGETTING_CAVEAT
 from sft_sweep.errors import UserError
-from sft_sweep.eval_metrics import exact_match, json_scores, usable
 from sft_sweep.run_dir import (
     RunDir,
     SweepDir,
@@ -30,6 +31,7 @@ from sft_sweep.run_dir import (
     read_jsonl,
     write_text,
 )
+from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
 EVENT_COLORS = {"stop": "#d62728", "early_stop": "#d62728", "rollback": "#ff7f0e", "skip": "#9467bd",
@@ -43,8 +45,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;margin:6px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;
 vertical-align:top;text-align:left}th{background:#f5f5f5}table.sortable th{cursor:pointer}
 td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:8px;overflow-x:auto}
-.s-completed,.s-finished{color:#2a7d2a}.s-pruned,.s-stopped{color:#a65e00}.s-failed,.s-diverged{color:#c00}
-.empty{color:#888}.ok{color:#2a7d2a}.bad{color:#c00}.best{background:#fff6d6}"""
+.empty{color:#888}.ok{color:#2a7d2a}.bad{color:#c00}.best{background:#fff6d6}.alarm{background:#fde2e2;font-weight:600}
+""" + "".join(f".s-{s.value}{{color:{s.color}}}" for s in Status)
 JS = """for(const t of document.querySelectorAll('table.sortable')){t.querySelectorAll('th').forEach((th,i)=>{
 th.addEventListener('click',()=>{const rows=[...t.tBodies[0].rows],asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
 const key=r=>{const c=r.cells[i],v=c.dataset.v!==undefined?c.dataset.v:c.textContent,n=parseFloat(v);
@@ -67,13 +69,9 @@ def series(history: list[dict], key: str) -> list[list[float]]:
 
 
 def scored_samples(run: RunDir, limit: int = 24) -> list[dict]:
-    out = []
-    for s in read_jsonl(run.eval_samples)[:limit]:
-        json_valid, _ = json_scores(s["prediction"], s["reference"])
-        out.append({"kind": s.get("kind"), "prompt": s.get("prompt"), "reference": s["reference"],
-                    "prediction": s["prediction"], "exact": exact_match(s["prediction"], s["reference"]),
-                    "json_valid": json_valid, "usable": usable(s["prediction"], s.get("ended", True))})
-    return out
+    """The first scored answers, with the scores they were given when generated."""
+    keep = ("kind", "prompt", "reference", "prediction", *names.SAMPLE_SCORES)
+    return [{k: s.get(k) for k in keep} for s in read_jsonl(run.eval_samples)[:limit]]
 
 
 def run_data(run: RunDir) -> dict:
@@ -81,13 +79,13 @@ def run_data(run: RunDir) -> dict:
     config = manifest.get("config") or {}
     metrics = run.read_metrics() if run.finished else {}
     history = run_history(run)
-    return {"kind": "run", "name": run.path.name, "status": manifest.get("status", "unknown"),
+    return {"kind": "run", "name": run.path.name, "status": manifest.get("status"),
             "error": manifest.get("error"), "optimized_metric": config.get("optimized_metric"),
-            "train_loss": series(history, "loss"), "eval_loss": series(history, "eval_loss"),
+            "train_loss": series(history, "loss"), names.EVAL_LOSS: series(history, names.EVAL_LOSS),
             "learning_rate": series(history, "learning_rate"), "grad_norm": series(history, "grad_norm"),
             "tokens_per_s": series(history, "tokens_per_s"),
             "grad_norm_threshold": (config.get("monitor") or {}).get("grad_norm_threshold"),
-            "events": read_jsonl(run.monitor_events), "metrics": metrics, "probes": metrics.get("probes") or [],
+            "events": read_jsonl(run.monitor_events), "metrics": metrics, "probes": metrics.get(names.PROBES) or [],
             "samples": scored_samples(run), "commands": run.commands()}
 
 
@@ -98,26 +96,33 @@ def run_report(run: RunDir) -> Path:
     m = d["metrics"]
     charts = [
         plots.line_chart([{"name": "train loss", "points": d["train_loss"]},
-                          {"name": "eval loss", "points": d["eval_loss"]}], "loss", y_label="loss", marks=marks),
+                          {"name": "eval loss", "points": d[names.EVAL_LOSS]}], "loss", y_label="loss", marks=marks),
         plots.line_chart([{"name": "grad norm", "points": d["grad_norm"]}], "gradient norm", log_y=True,
                          hlines=[(d["grad_norm_threshold"], "monitor threshold")] if d["grad_norm_threshold"] else [],
                          marks=marks),
         plots.line_chart([{"name": "learning rate", "points": d["learning_rate"]}], "learning-rate schedule"),
         plots.line_chart([{"name": "tokens/s", "points": d["tokens_per_s"]}], "throughput (tokens/s)"),
     ]
-    before = m.get("before_training") or {}
-    summary = [("status", d["status"] + (f" — {d['error']}" if d["error"] else "")),
-               ("steps", m.get("global_step")), ("eval loss first → last", arrow(m.get("first_eval_loss"),
-                                                                                  m.get("eval_loss"))),
-               ("JSON validity before → after", arrow(before.get("json_validity"), m.get("eval_json_validity"))),
-               ("exact match before → after", arrow(before.get("exact_match"), m.get("eval_exact_match"))),
-               ("general-chat perplexity before → after", arrow(m.get("general_perplexity_before"),
-                                                                 m.get("general_perplexity_after"))),
-               ("forgetting delta", num(m.get("forgetting_delta"))),
-               ("tokens/s", num(m.get("train_tokens_per_s"))), ("peak memory (MiB)", peak(m.get("peak_memory"))),
+    by_kind, by_kind_before = m.get(names.EXACT_MATCH_BY_TAG) or {}, m.get(names.before(names.EXACT_MATCH_BY_TAG)) or {}
+    status = Status(d["status"]) if d["status"] else None
+    summary = [("status", (status.label if status else "unknown") + (f" — {d['error']}" if d["error"] else "")),
+               ("steps", m.get(names.GLOBAL_STEP)),
+               ("eval loss first → last", arrow(m.get(names.FIRST_EVAL_LOSS), m.get(names.EVAL_LOSS))),
+               ("exact match before → after", before_after(m, names.EXACT_MATCH)),
+               *((f"exact match: {kind}", arrow(by_kind_before.get(kind), value)) for kind, value in by_kind.items()),
+               ("JSON validity before → after", before_after(m, names.JSON_VALIDITY)),
+               ("answer diversity", num(m.get(names.ANSWER_DIVERSITY)) + (
+                   f" — COLLAPSED: {m[names.DISTINCT_ANSWERS]} distinct answers to {m[names.DISTINCT_REFERENCES]} "
+                   f"references" if m.get(names.COLLAPSED_ANSWERS) else "")),
+               ("general-chat perplexity before → after", before_after(m, names.GENERAL_PERPLEXITY)),
+               ("forgetting delta", num(m.get(names.FORGETTING_DELTA)) + (
+                   FORGETTING_CAVEAT if m.get(names.RANDOM_INIT) and names.FORGETTING_DELTA in m else "")),
+               ("tokens/s", num(m.get(names.TOKENS_PER_S))), ("peak memory (MiB)", peak(m.get(names.PEAK_MEMORY))),
                ("monitor events", len(d["events"]))]
     scalars = {k: v for k, v in m.items() if k.startswith("eval_") and isinstance(v, (int, float))}
-    body = [f"<h1>run {escape(d['name'])}</h1>", kv_table(summary), '<div class="grid">', *charts, "</div>",
+    alarm = {i for i, (k, _) in enumerate(summary) if k == "answer diversity" and m.get(names.COLLAPSED_ANSWERS)}
+    body = [f"<h1>run {escape(d['name'])}</h1>", table(None, [list(r) for r in summary], alarm_rows=alarm),
+            '<div class="grid">', *charts, "</div>",
             "<h2>monitor events</h2>", table(["step", "kind", "action", "values", "note"],
                                              [[e["step"], e["kind"], e["action"], json.dumps(e["values"]),
                                                e.get("note", "")] for e in d["events"]]) if d["events"]
@@ -127,9 +132,9 @@ def run_report(run: RunDir) -> Path:
                                                                     for p in d["probes"]]),
             "<h2>evaluation</h2>", kv_table([(k, num(v)) for k, v in sorted(scalars.items())]),
             "<h2>sample of scored answers</h2>",
-            table(["kind", "prompt", "reference", "answer", "exact", "JSON", "usable"],
-                  [[s["kind"], s["prompt"], s["reference"], s["prediction"], mark(s["exact"]), mark(s["json_valid"]),
-                    mark(s["usable"])] for s in d["samples"]], sortable=True),
+            table(["kind", "prompt", "reference", "answer", "exact match", "JSON", "usable answer"],
+                  [[s["kind"], s["prompt"], s["reference"], s["prediction"], mark(s[names.EXACT]),
+                    mark(s[names.JSON_VALID]), mark(s[names.USABLE])] for s in d["samples"]], sortable=True),
             "<h2>commands</h2>", "<pre>" + escape("\n".join(f"# {k}\n{v}" for k, v in d["commands"].items() if v))
             + "</pre>"]
     return write_page(run.report, f"sft-sweep run {d['name']}", body, d)
@@ -175,7 +180,8 @@ def trial_params(run: RunDir, keys: list[str]) -> dict:
 def sweep_data(sweep: SweepDir) -> dict:
     s = sweep_settings(sweep)
     metric, best_of = s["metric"], (min if s["minimize"] else max)
-    records = {r["trial"]: r for r in read_jsonl(sweep.trials)}  # a resumed trial's newest row wins
+    records = sweep.trial_rows()  # a resumed trial's newest row wins
+    # trials still running have a run dir (a manifest) but no row yet
     numbers = sorted({int(p.parent.name) for p in sweep.path.glob("*/run_manifest.json") if p.parent.name.isdigit()}
                      | set(records))
     trials = []
@@ -185,17 +191,16 @@ def sweep_data(sweep: SweepDir) -> dict:
         history = run_history(run) if run.path.is_dir() else []
         curve = trial_curve(run, metric, history)
         metrics = run.read_metrics() if run.finished else {}
-        status = rec.get("status") or {"started": "running", "finished": "completed"}.get(manifest.get("status"),
-                                                                                          manifest.get("status"))
+        status = Status(rec.get("status") or manifest.get("status") or Status.STARTED)
         value = rec.get("value") if plots.finite(rec.get("value")) else metrics.get(metric)
         trials.append({"trial": n, "status": status, "params": rec.get("params") or trial_params(run, s["params"]),
-                       "steps": rec.get("steps") or metrics.get("global_step") or (curve[-1][0] if curve else None),
+                       "steps": rec.get("steps") or metrics.get(names.GLOBAL_STEP) or (curve[-1][0] if curve else None),
                        "best": best_of(v for _, v in curve) if curve else None,
-                       "value": value if status == "completed" else None, "curve": curve,
-                       "report": f"{n}/report.html" if run.report.is_file() else None,
+                       "value": value if status == Status.COMPLETED else None, "curve": curve,
+                       "report": f"{run.path.name}/report.html" if run.report.is_file() else None,
                        "command": manifest.get("command"), "reason": rec.get("reason") or manifest.get("error")})
     for t in trials:  # what the trial is ranked by: its final value, else (ASHA) its best report
-        t["score"] = t["value"] if t["value"] is not None else t["best"] if t["status"] == "completed" else None
+        t["score"] = t["value"] if t["value"] is not None else t["best"] if t["status"] == Status.COMPLETED else None
     scored = [t for t in trials if t["score"] is not None]
     best = best_of(scored, key=lambda t: t["score"]) if scored else None
     if sweep.results.is_file():  # the sweeper's own verdict, once it has one (ASHA may pick a stopped trial)
@@ -245,8 +250,8 @@ def importance(scored: list[dict], minimize: bool) -> dict:
 def sweep_report(sweep: SweepDir) -> Path:
     d = sweep_data(sweep)
     metric, trials, params = d["metric"], d["trials"], d["params"]
-    curves = [{"name": f"trial {t['trial']} ({t['status']})", "points": t["curve"],
-               "dashed": t["status"] != "completed", "end_mark": t["status"] in ("pruned", "stopped early")}
+    curves = [{"name": f"trial {t['trial']} ({t['status'].label})", "points": t["curve"],
+               "dashed": t["status"] != Status.COMPLETED, "end_mark": t["status"].cut_short}
               for t in trials if t["curve"]]
     scored = [{"trial": t["trial"], **t["params"], metric: t["score"]} for t in trials if t["score"] is not None]
     per_param = []
@@ -262,7 +267,7 @@ def sweep_report(sweep: SweepDir) -> Path:
     rows = [[t["trial"], t["status"], t["steps"], num(t["best"]), num(t["value"]),
              *[t["params"].get(p) for p in params],
              f'<a href="{escape(t["report"])}">report</a>' if t["report"] else "",
-             t["reason"] if t["status"] in ("failed", "diverged", "interrupted") and t["reason"] else ""]
+             t["reason"] if (t["status"].failed or t["status"] == Status.INTERRUPTED) and t["reason"] else ""]
             for t in trials]
     best_line = (f"best {metric} {num(d['best_value'])} (trial {d['best_trial']})" if d["best_trial"] is not None
                  else "no trial finished yet")
@@ -271,7 +276,7 @@ def sweep_report(sweep: SweepDir) -> Path:
                      f"{', '.join(f'{k}={v}' for k, v in stopping.items() if k != '_target_')})" if stopping else "")
     body = [f"<h1>sweep {escape(d['name'])}</h1>",
             f"<p>{escape(d['sweeper'])}, {escape(d['direction'])} {escape(metric)}: {len(trials)} trials "
-            f"({', '.join(f'{v} {escape(k)}' for k, v in d['counts'].items())}); {escape(best_line)}</p>",
+            f"({', '.join(f'{v} {escape(Status(k).label)}' for k, v in d['counts'].items())}); {escape(best_line)}</p>",
             f"<p>{escape(stopping_line)}</p>" if stopping else "",
             "<h2>trials</h2>",
             table(["trial", "status", "steps", f"best {metric}", f"final {metric}", *params, "run report", "note"],
@@ -303,24 +308,37 @@ def peak(p) -> str:
     return ", ".join(f"{k.removesuffix('_mib')} {v:,.0f}" for k, v in (p or {}).items()) or "-"
 
 
-def mark(ok: bool) -> str:
-    return "✓" if ok else "✗"
+def mark(ok: bool | None) -> str:
+    """A score's mark: ✓ / ✗, or - where it does not apply (a JSON score of a reference that is not JSON)."""
+    return "-" if ok is None else "✓" if ok else "✗"
+
+
+def before_after(metrics: dict, name: str) -> str:
+    return arrow(metrics.get(names.before(name)), metrics.get(name))
 
 
 def cell(v, raw: bool = False) -> str:
+    """A table cell; a Status shows its label in its colour (and sorts by its value)."""
+    if isinstance(v, Status):
+        return f'<td class="s-{v.value}" data-v="{v.value}">{escape(v.label)}</td>'
     text = v if raw else escape(num(v) if not isinstance(v, str) else v)
     attr = f' data-v="{escape(str(v))}" class="n"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-    cls = f' class="s-{escape(v.split()[0])}"' if isinstance(v, str) and v.split() and v.split()[0] in (
-        "completed", "finished", "pruned", "stopped", "failed", "diverged") else ""
-    return f"<td{attr}{cls}>{text}</td>"
+    return f"<td{attr}>{text}</td>"
 
 
-def table(header: list[str] | None, rows: list[list], sortable: bool = False, raw_columns=(), highlight=None) -> str:
+def table(header: list[str] | None, rows: list[list], sortable: bool = False, raw_columns=(), highlight=None,
+          alarm_rows=()) -> str:
     if not rows:
         return "<p class='empty'>none</p>"
     head = f"<thead><tr>{''.join(f'<th>{escape(h)}</th>' for h in header)}</tr></thead>" if header else ""
-    body = "".join(f"<tr{' class=best' if highlight is not None and r[0] == highlight else ''}>"
-                   + "".join(cell(v, i in raw_columns) for i, v in enumerate(r)) + "</tr>" for r in rows)
+
+    def row_class(i, r):
+        if i in alarm_rows:
+            return " class=alarm"
+        return " class=best" if highlight is not None and r[0] == highlight else ""
+
+    body = "".join(f"<tr{row_class(i, r)}>" + "".join(cell(v, j in raw_columns) for j, v in enumerate(r)) + "</tr>"
+                   for i, r in enumerate(rows))
     return f"<table{' class=sortable' if sortable else ''}>{head}<tbody>{body}</tbody></table>"
 
 

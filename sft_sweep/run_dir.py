@@ -16,11 +16,11 @@
       report.html                 curves, events, probes, evaluation (`python -m sft_sweep.report`)
       metrics.json                written last: the run is *finished* once it exists
 
-A finished run dir is never reused unless overwrite=true. The manifest's `status` says how the run
-ended: started (still running, or killed) | finished | diverged | pruned | stopped (by a sweep's
-scheduler) | failed | interrupted.
+A finished run dir (one with metrics.json) is never reused unless overwrite=true. The manifest's
+`status` says how the run ended, in status.py's words.
 """
 
+import functools
 import json
 import logging
 import os
@@ -39,13 +39,21 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sft_sweep import dist
+from sft_sweep import metric_names as names
 from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError, exit_in_one_line
+from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
 PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
             "hydra-core", "omegaconf", "wandb", "optuna", "sft-sweep"]
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+@functools.cache
+def umask() -> int:
+    """The process's umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path, text: str) -> None:
@@ -55,7 +63,7 @@ def write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -161,13 +169,18 @@ class RunDir:
     # --- writing a run's records ------------------------------------------------------------------
     def start(self, config: dict) -> None:
         if dist.is_main_process():
-            write_json(self.manifest, {"status": "started", "command": pasteable_command(), "config": config,
+            write_json(self.manifest, {"status": Status.STARTED, "command": pasteable_command(), "config": config,
                                        "seed": config["seed"], "git": git_state(), "versions": package_versions(),
                                        "hardware": hardware(), "host": socket.gethostname(), "pid": os.getpid()})
 
-    def set_status(self, status: str, **extra) -> None:
+    def set_status(self, status: Status, **extra) -> None:
         if dist.is_main_process() and self.manifest.is_file():
-            write_json(self.manifest, {**read_json(self.manifest), "status": status, **extra})
+            write_json(self.manifest, {**read_json(self.manifest), "status": status.value, **extra})
+
+    @property
+    def status(self) -> Status | None:
+        """How the run ended, as its manifest says (None: no manifest)."""
+        return Status(read_json(self.manifest)["status"]) if self.manifest.is_file() else None
 
     def fail(self, exc: BaseException) -> None:
         """Record how the run ended early: the error in train.log and the manifest. A run whose records
@@ -176,8 +189,8 @@ class RunDir:
             return
         stopped = isinstance(exc, SystemExit) and exc.code in (0, None)  # a sweep scheduler stopped the trial
         interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-        status = ("diverged" if isinstance(exc, RunDiverged) else "pruned" if isinstance(exc, TrialPruned) else
-                  "interrupted" if interrupted else "stopped" if stopped else "failed")
+        status = (Status.DIVERGED if isinstance(exc, RunDiverged) else Status.PRUNED if isinstance(exc, TrialPruned)
+                  else Status.INTERRUPTED if interrupted else Status.STOPPED if stopped else Status.FAILED)
         reason = ("the sweep's scheduler stopped it at its last report" if stopped else
                   f"{type(exc).__name__}: {exc}".splitlines()[0])
         # Into train.log only: the console already gets the one-line error (or Hydra's traceback).
@@ -189,7 +202,7 @@ class RunDir:
                 handler.handle(record)
         self.set_status(status, **({} if stopped else {"error": reason}))
 
-    def write_records(self, log_history: list, metrics: dict, status: str) -> None:
+    def write_records(self, log_history: list, metrics: dict, status: Status) -> None:
         """The run's last writes; metrics.json goes last and marks the run finished."""
         write_json(self.log_history, log_history)
         self.set_status(status)
@@ -240,7 +253,11 @@ class RunDir:
 
 
 class SweepDir:
-    """`outputs/sweeps/<study name>/`: one run dir per trial (<trial number>/) plus the sweep's records."""
+    """`outputs/sweeps/<study name>/`: one run dir per trial (<trial number>/) plus the sweep's records.
+
+    A trial is its number everywhere: the sweeper launches it as Hydra job number N, so its run dir is the
+    job's (<sweep dir>/N with the presets' `hydra.sweep.subdir: ${hydra.job.num}`, Hydra's default) and its
+    row in trials.jsonl says where that is."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -252,7 +269,9 @@ class SweepDir:
     report = property(lambda self: self.path / "report.html")
 
     def trial(self, number: int) -> RunDir:
-        return RunDir(self.path / str(number))
+        """Trial `number`'s run dir: where its row says, else <sweep dir>/<number>."""
+        row = self.trial_rows().get(number)
+        return RunDir(row["run_dir"]) if row and row.get("run_dir") else RunDir(self.path / str(number))
 
     def write_settings(self, sweeper: str, metric: str, minimize: bool, params: list[str],
                        early_stopping: dict) -> None:
@@ -262,7 +281,37 @@ class SweepDir:
                                                   "params": params, "early_stopping": early_stopping},
                                                  sort_keys=False))
 
-    def write_results(self, results: dict) -> None:
+    # --- trials.jsonl: one row per ended trial (a resumed trial's newer row wins) --------------------
+    def record_trial(self, number: int, status: Status, params: dict, *, run_dir=None, value=None, best=None,
+                     reason=None, **extra) -> dict:
+        """Append trial `number`'s row: its status, parameters, steps (from its metrics.json when it wrote one,
+        else its last report), `value` (what the sweeper was told, for a completed trial), `best` (its best
+        reported value), why it failed, and its run dir. Then the sweep's report.html is rewritten."""
+        from sft_sweep.report import refresh
+
+        run = RunDir(run_dir) if run_dir else RunDir(self.path / str(number))
+        metrics = run.read_metrics() if run.finished else {}
+        progress = read_jsonl(run.tune_progress)
+        row = {"trial": number, "params": params, "status": status.value,
+               "steps": metrics.get(names.GLOBAL_STEP) or (progress[-1].get("step") if progress else None),
+               "value": value, "best": best, names.PRUNED_AT_STEP: metrics.get(names.PRUNED_AT_STEP),
+               **({"reason": reason.splitlines()[0]} if reason else {}), **extra, "run_dir": str(run.path)}
+        append_jsonl(self.trials, row)
+        refresh(self.path)  # the sweep's report.html, after every ended trial
+        return row
+
+    def trial_rows(self) -> dict[int, dict]:
+        """The newest row of each trial, by trial number."""
+        return {row["trial"]: row for row in read_jsonl(self.trials)}
+
+    def write_results(self, sweeper: str, best: dict | None, overrides: list[str], counts: dict) -> None:
+        """optimization_results.yaml: the best trial (its row), the overrides that run it alone, the trials
+        by status. No best (nothing completed): the counts only."""
+        results = {"name": sweeper}
+        if best is not None:
+            results.update(best_params=best["params"], best_value=best["value"], best_trial=best["trial"],
+                           best_run_dir=best["run_dir"], best_overrides=overrides)
+        results["trials"] = {Status(k).value: v for k, v in counts.items()}
         write_text(self.results, yaml.safe_dump(results, sort_keys=False, allow_unicode=True))
 
     def best_run_dir(self) -> RunDir:
@@ -275,11 +324,15 @@ class SweepDir:
 
 
 class RefuseFinishedRunDir(Callback):
-    """Hydra callback (conf/hydra/default.yaml): checks a single run's dir before Hydra writes its
-    .hydra/ files into it. Sweep trials always get fresh dirs."""
+    """Hydra callback (conf/hydra/default.yaml): checks a single run's config and dir before Hydra writes
+    its .hydra/ files into it -- a mandatory key left unset, a finished run there. Sweep trials always get
+    fresh dirs."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from sft_sweep.config import check_mandatory
+
         try:
+            check_mandatory(config)
             run_dir = RunDir(config.hydra.run.dir)
             run_dir.refuse_if_finished(config.get("overwrite", False))
             run_dir.check_writable()

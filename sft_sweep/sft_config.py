@@ -28,6 +28,7 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
     kwargs.pop("by_data_size", None)  # ours (sizing.py, trainer=auto_by_size)
     kwargs.pop("resume_from_checkpoint", None)  # the recipe resolves it (auto | path | null): preemption.py
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
+    kwargs.setdefault("dataloader_pin_memory", torch.cuda.is_available())  # pinned memory serves only a GPU
     if dist.world_size() > 1 and not torch.cuda.is_available():
         # Several CPU processes (launch/multi_gpu.sh without GPUs): transformers only goes
         # data-parallel there when told to use the CPU, over gloo.

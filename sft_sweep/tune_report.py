@@ -2,7 +2,7 @@
 
 ASHA kills a trial's process the moment it stops it (also when it reaches max_t), so each report
 is preceded by writing the trial's progress to the run dir's tune_progress.jsonl, and the last
-evaluation is reported only once the run's records are written (`on_record`).
+evaluation is reported only once the run's records are written (`final`, called by the recipe).
 """
 
 import math
@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from sft_sweep.callbacks import RecordCallback
+from transformers import TrainerCallback
+
+from sft_sweep.metric_names import DIVERGED, GLOBAL_STEP
 from sft_sweep.run_dir import append_jsonl
 
 
@@ -40,7 +42,7 @@ def report(metrics: dict, step: int, progress_file: Path) -> None:
     tune.report({k: v for k, v in row.items() if not (isinstance(v, float) and not math.isfinite(v))})
 
 
-class TuneReporter(RecordCallback):
+class TuneReporter(TrainerCallback):
     def __init__(self, progress_file: Path):
         self.progress_file = progress_file
 
@@ -49,7 +51,8 @@ class TuneReporter(RecordCallback):
             return  # the last evaluation is reported once the run's records are written
         report(metrics or {}, state.global_step, self.progress_file)
 
-    def on_record(self, metrics: dict, evaluation=None) -> None:
-        if not metrics["diverged"]:  # a diverged trial fails; Ray records it as errored
-            report({k: v for k, v in metrics.items() if k.startswith("eval_")}, metrics["global_step"],
+    def final(self, metrics: dict) -> None:
+        """The last report, once the run's records are written (metrics.json's values)."""
+        if not metrics[DIVERGED]:  # a diverged trial fails; Ray records it as errored
+            report({k: v for k, v in metrics.items() if k.startswith("eval_")}, metrics[GLOBAL_STEP],
                    self.progress_file)

@@ -81,3 +81,23 @@ def test_a_full_disk_while_saving_a_checkpoint(tmp_path, capsys, monkeypatch):
     assert message.startswith(f"no space left on device writing {run_dir / 'checkpoints' / 'checkpoint-4'}")
     assert not (run_dir / "checkpoints" / "checkpoint-4").exists()  # the half checkpoint is removed
     assert read(run_dir / "run_manifest.json")["status"] == "failed" and not (run_dir / "metrics.json").exists()
+
+
+def test_a_mandatory_key_left_unset_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", "data=local") == 2
+    assert one_line_error(capsys) == "data.path must be set (e.g. data.path=/data/chats.jsonl): the chosen config " \
+                                     "leaves it ???"
+    assert not (tmp_path / "r").exists()  # checked before Hydra writes the run dir
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+data.pth=x.jsonl", "data.pth is not a key of the data group (did you mean data.path?)"),
+    ("+model.nam_or_path=x", "model.nam_or_path is not a key of the model group (did you mean model.name_or_path?)"),
+    ("model.name_or_path=/nonexistent", "model.name_or_path=/nonexistent: this model preset builds a random-init model "
+                                        "from model.config and would ignore it; load weights with a hub preset "
+                                        "(model=qwen3_4b model.name_or_path=...) or set model.config=null"),
+])
+def test_a_key_the_config_would_ignore_is_refused(override, message, tmp_path, capsys):
+    assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}", override) == 2
+    assert one_line_error(capsys) == message
+    assert not (tmp_path / "cache").exists()  # before any heavy work

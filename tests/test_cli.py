@@ -39,3 +39,31 @@ def test_bad_arguments_are_one_line(main, capsys):
     assert capsys.readouterr().err == "error: expected key=value, got 'outputs/runs/x' (see --help)\n"
     assert main([]) == 2
     assert capsys.readouterr().err == "error: missing run_dir=... (see --help)\n"
+
+
+LIBRARY_NOISE = ("Warning", "warnings.warn", "it/s]", "examples/s]", "Failed to load", "[bitsandbytes", "[py.warnings")
+
+
+@pytest.mark.slow
+def test_a_run_prints_only_our_lines_and_the_libraries_go_to_train_log(tmp_path):
+    """The console has sft-sweep's lines only (no library warning, no progress bar); train.log keeps the
+    libraries' records; -v shows them on the console too."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, TINY, env_without_network
+
+    def run(*extra):
+        run_dir = tmp_path / f"run{len(extra)}"
+        proc = subprocess.run([sys.executable, "-m", "sft_sweep", *extra, f"hydra.run.dir={run_dir}", *TINY,
+                               "trainer.max_steps=2", "eval.max_samples=4"], cwd=REPO, env=env_without_network(),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout + proc.stderr, (run_dir / "train.log").read_text()
+
+    console, log = run()
+    noise = [line for line in console.splitlines() if any(n in line for n in LIBRARY_NOISE)]
+    assert noise == [] and "run summary" in console and "step 2/2" in console
+    assert "[py.warnings][WARNING]" in log  # the libraries' warnings are kept in the run's log
+    verbose, _ = run("-v")
+    assert any(n in verbose for n in LIBRARY_NOISE)

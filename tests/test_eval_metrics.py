@@ -2,7 +2,8 @@
 
 import pytest
 
-from sft_sweep.eval_metrics import exact_match, is_degenerate, json_scores, summarize, usable
+from sft_sweep import metric_names as names
+from sft_sweep.eval_metrics import exact_match, is_degenerate, json_scores, score, summarize, usable
 
 
 def test_json_validity_and_keys():
@@ -50,10 +51,21 @@ def test_summarize_rates():
         {"prediction": "9", "reference": "8", "ended": True},
         {"prediction": "It is 18 degrees in Paris.", "reference": "It is 18 degrees Celsius in Paris.", "ended": True},
     ]
-    s = summarize(samples)
-    assert (s["n_json"], s["json_validity"], s["json_key_match"]) == (2, 0.5, 0.5)
-    assert (s["n_exact"], s["exact_match"]) == (4, 0.5)  # 2 JSON + 2 short answers; the sentence is not exact
-    assert s["usability"] == 0.8
+    s = scored_summary(samples)
+    assert (s[names.N_JSON], s[names.JSON_VALIDITY], s[names.JSON_KEY_MATCH]) == (2, 0.5, 0.5)
+    assert (s[names.N_EXACT], s[names.EXACT_MATCH]) == (4, 0.5)  # 2 JSON + 2 short answers; the sentence is not exact
+    assert s[names.USABILITY] == 0.8
+
+
+def scored_summary(samples):
+    return summarize([{**s, **score(s)} for s in samples])
+
+
+def test_each_answer_keeps_its_own_scores():
+    assert score({"prediction": '{"sentiment": "neg', "reference": '{"sentiment": "negative"}', "ended": False}) == {
+        names.EXACT: False, names.JSON_VALID: False, names.JSON_KEYS: False, names.USABLE: False}
+    assert score({"prediction": "8", "reference": "8", "ended": True}) == {
+        names.EXACT: True, names.JSON_VALID: None, names.JSON_KEYS: None, names.USABLE: True}  # not JSON: no score
 
 
 def sample(prediction, reference, tags=()):
@@ -63,18 +75,18 @@ def sample(prediction, reference, tags=()):
 def test_a_constant_answer_is_flagged_even_when_it_is_valid_json():
     labels = [f'{{"sentiment": "{"positive" if i % 2 else "negative"}"}}' for i in range(20)]
     refs = labels + [str(i) for i in range(30)]
-    constant = summarize([sample('{"sentiment": "negative"}', r, ["sentiment" if "{" in r else "arithmetic"])
+    constant = scored_summary([sample('{"sentiment": "negative"}', r, ["sentiment" if "{" in r else "arithmetic"])
                           for r in refs])
-    assert constant["json_validity"] == 1.0  # the old headline looked perfect...
-    assert constant["collapsed_answers"] and constant["answer_diversity"] == 1 / 32  # ...it is one answer
-    assert constant["top_answer"] == '{"sentiment": "negative"}' and constant["top_answer_share"] == 1.0
-    assert constant["exact_match_by_tag"] == {"arithmetic": 0.0, "sentiment": 0.5}
-    right = summarize([sample(r, r, ["x"]) for r in refs])
-    assert not right["collapsed_answers"] and right["answer_diversity"] == 1.0
-    assert right["exact_match_by_tag"] == {"x": 1.0}
+    assert constant[names.JSON_VALIDITY] == 1.0  # the old headline looked perfect...
+    assert constant[names.COLLAPSED_ANSWERS] and constant[names.ANSWER_DIVERSITY] == 1 / 32  # ...it is one answer
+    assert constant[names.TOP_ANSWER] == '{"sentiment": "negative"}' and constant[names.TOP_ANSWER_SHARE] == 1.0
+    assert constant[names.EXACT_MATCH_BY_TAG] == {"arithmetic": 0.0, "sentiment": 0.5}
+    right = scored_summary([sample(r, r, ["x"]) for r in refs])
+    assert not right[names.COLLAPSED_ANSWERS] and right[names.ANSWER_DIVERSITY] == 1.0
+    assert right[names.EXACT_MATCH_BY_TAG] == {"x": 1.0}
 
 
 def test_exact_match_by_tag_counts_every_tag_of_a_sample():
-    scores = summarize([sample("5", "5", ["arithmetic", "zh"]), sample("6", "7", ["arithmetic"]),
-                        sample("It is 18 degrees.", "It is 18 degrees.", ["tool_call"])])
-    assert scores["exact_match_by_tag"] == {"arithmetic": 0.5, "tool_call": 1.0, "zh": 1.0}
+    scores = scored_summary([sample("5", "5", ["arithmetic", "zh"]), sample("6", "7", ["arithmetic"]),
+                             sample("It is 18 degrees.", "It is 18 degrees.", ["tool_call"])])
+    assert scores[names.EXACT_MATCH_BY_TAG] == {"arithmetic": 0.5, "tool_call": 1.0, "zh": 1.0}

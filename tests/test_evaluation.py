@@ -31,7 +31,10 @@ def run(tmp_path_factory):
 def test_run_records_evaluation(run):
     m = json.loads((run / "metrics.json").read_text())
     assert m["eval_perplexity"] > 1 and m["eval_n_samples"] == 16  # the 16-row eval set
-    assert m["before_training"]["n_samples"] == 16
+    assert m["before_eval_n_samples"] == 16  # the base model's answers, named before_<name>
+    # every answer keeps the scores it was given, once
+    sample = json.loads((run / "eval_samples.jsonl").read_text().splitlines()[0])
+    assert {"exact", "json_valid", "json_keys", "usable"} <= set(sample)
     table = (run / "probes.md").read_text()
     assert table.count("\n") == 2 + 5
     assert "| Anna has 3 pens and gets 4 more. How many pens does Anna have now? |" in table
@@ -45,16 +48,17 @@ def test_evaluate_run_dir_reproduces_the_runs_metrics(run, capsys):
     assert evaluate_cli([f"run_dir={run}"]) == 0
     result = json.loads((run / "evaluation.json").read_text())
     m = json.loads((run / "metrics.json").read_text())
-    assert result["perplexity"] == pytest.approx(m["eval_perplexity"], rel=1e-5)
-    assert result["json_validity"] == m["eval_json_validity"] and result["usability"] == m["eval_usability"]
-    assert "perplexity:" in capsys.readouterr().out
+    # the same names as the run's metrics.json
+    assert result["eval_perplexity"] == pytest.approx(m["eval_perplexity"], rel=1e-5)
+    assert result["eval_json_validity"] == m["eval_json_validity"] and result["eval_usability"] == m["eval_usability"]
+    assert "eval_perplexity:" in capsys.readouterr().out
 
 
 def test_evaluate_a_base_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert evaluate_cli(["data=sample", "eval.max_samples=20"]) == 0
     result = json.loads(next(tmp_path.glob("outputs/eval/*/evaluation.json")).read_text())
-    assert result["perplexity"] > 500 and result["json_validity"] == 0.0 and result["n_samples"] == 20
+    assert result["eval_perplexity"] > 500 and result["eval_json_validity"] == 0.0 and result["eval_n_samples"] == 20
     assert evaluate_cli(["run_dir=/nope"]) == 2
 
 
@@ -108,12 +112,12 @@ def test_forgetting_check_measures_general_chat_before_and_after(run):
     from sft_sweep.evaluation import general_perplexity
 
     m = json.loads((run / "metrics.json").read_text())
-    assert m["forgetting_delta"] == m["general_perplexity_after"] - m["general_perplexity_before"]
+    assert m["forgetting_delta"] == m["eval_general_perplexity"] - m["before_eval_general_perplexity"]
     # the baseline is the untrained base model's perplexity on the shipped general sample
     general = str(REPO / "sft_sweep/assets/general/eval.jsonl")
     model, tokenizer = RunDir(run).load_model()
     with model.disable_adapter():
         before = general_perplexity(model, tokenizer, general, 256, 16)
-    assert before == pytest.approx(m["general_perplexity_before"], rel=1e-4)
-    assert general_perplexity(model, tokenizer, general, 256, 16) == pytest.approx(m["general_perplexity_after"],
+    assert before == pytest.approx(m["before_eval_general_perplexity"], rel=1e-4)
+    assert general_perplexity(model, tokenizer, general, 256, 16) == pytest.approx(m["eval_general_perplexity"],
                                                                                     rel=1e-4)

@@ -217,4 +217,4 @@ def test_skip_action_drops_a_planted_bad_batch_and_changes_no_weight(tmp_path):
     [event] = [json.loads(line) for line in (tmp_path / "monitor_events.jsonl").read_text().splitlines()]
     assert event["kind"] == "loss_spike" and event["action"] == "skip" and event["step"] == 25
     assert event["values"]["z"] > 4
-    assert TrainingMonitor.of(trainer).summary()["skipped_steps"] == [25]  # reported in metrics.json
+    assert trainer.monitor.summary()["skipped_steps"] == [25]  # reported in metrics.json

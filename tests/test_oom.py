@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sft_sweep import recipe
-from sft_sweep.oom import split
+from sft_sweep.trainer import split
 from tests.helpers import TINY, run_cli
 
 pytestmark = pytest.mark.slow

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sft_sweep.errors import UserError
 from sft_sweep.preemption import newest_complete, resume_point
 from sft_sweep.run_dir import RunDir
 from tests.helpers import TINY, env_without_network, run_cli
@@ -66,7 +67,7 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_the_run_resumes_bitwise(referen
     assert run_cli(f"hydra.run.dir={run_dir}", *RUN) == 0
     assert f"resuming from {stopped} (step {stopped.name.split('-')[1]})" in (run_dir / "train.log").read_text()
     assert losses(run_dir) == reference  # bitwise
-    assert json.loads((run_dir / "run_manifest.json").read_text())["status"] == "finished"
+    assert json.loads((run_dir / "run_manifest.json").read_text())["status"] == "completed"
 
 
 def test_after_sigkill_the_same_command_resumes_from_the_newest_complete_checkpoint(reference, tmp_path,
@@ -120,7 +121,7 @@ def test_resume_point_takes_only_unfinished_dead_runs_of_the_same_command(tmp_pa
     other, done, alive, dead = (runs / n for n in ("other", "done", "alive", "dead"))
     manifest(other, "python -m sft_sweep lora.r=8", "interrupted")
     checkpoint(other, 4)
-    manifest(done, "cmd", "finished")
+    manifest(done, "cmd", "completed")
     checkpoint(done, 4)
     (done / "metrics.json").write_text("{}")
     manifest(alive, "cmd", "started", pid=os.getppid())  # still running
@@ -133,5 +134,5 @@ def test_resume_point_takes_only_unfinished_dead_runs_of_the_same_command(tmp_pa
     assert resume_point(run, None, "cmd") is None
     own = checkpoint(run.path, 2)
     assert resume_point(run, "auto", "cmd") == own  # its own checkpoints first
-    with pytest.raises(Exception, match="not a complete checkpoint"):
+    with pytest.raises(UserError, match="not a complete checkpoint"):
         resume_point(run, str(dead / "checkpoints" / "checkpoint-8"), "cmd")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sft_sweep.console import ConsoleProgress
+from sft_sweep.callbacks import ConsoleProgress
 from sft_sweep.report import main as report_main
 from tests.helpers import TINY, embedded, render_in_chromium, run_cli
 
@@ -29,7 +29,7 @@ def spiky_run(tmp_path_factory):
 def test_run_report_holds_the_runs_curves_events_probes_and_answers(spiky_run):
     data = embedded(spiky_run / "report.html")
     history, metrics = read(spiky_run / "log_history.json"), read(spiky_run / "metrics.json")
-    assert data["status"] == "finished"
+    assert data["status"] == "completed"
     assert data["train_loss"] == [[h["step"], h["loss"]] for h in history if "loss" in h]
     assert [s for s, _ in data["train_loss"]] == [2, 4, 6, 8, 10, 12]
     assert data["eval_loss"] == [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]

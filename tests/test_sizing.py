@@ -4,6 +4,7 @@ and trainer=auto_by_size setting them on a real trainer over the preset's values
 import pytest
 
 from sft_sweep.data.__main__ import main as data_cli
+from sft_sweep.errors import UserError
 from sft_sweep.recipe import setup
 from sft_sweep.run_dir import RunDir
 from sft_sweep.sizing import recommend
@@ -33,5 +34,5 @@ def test_auto_by_size_sets_epochs_and_learning_rate_over_the_preset(tmp_path):
     trainer, _ = setup(c, RunDir(tmp_path))
     assert len(trainer.train_dataset) == 2141  # 2,157 rows less the 16 held out
     assert trainer.args.num_train_epochs == 4 and trainer.args.learning_rate == 5e-6
-    with pytest.raises(Exception, match="trainer.by_data_size=true with trainer.max_steps=12"):
+    with pytest.raises(UserError, match="trainer.by_data_size=true with trainer.max_steps=12"):
         setup(plain(*TINY, "trainer=auto_by_size", "trainer.max_steps=12"), RunDir(tmp_path / "b"))

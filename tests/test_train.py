@@ -55,7 +55,7 @@ def test_run_dir_holds_every_record(lora_run):
     assert m["train_loss_last"] == [h["loss"] for h in history if "loss" in h][-1]
     assert m["train_loss_mean"] == history[-1]["train_loss"] and m["train_loss_mean"] != m["train_loss_last"]
     manifest = read(lora_run / "run_manifest.json")
-    assert manifest["status"] == "finished" and manifest["seed"] == 42
+    assert manifest["status"] == "completed" and manifest["seed"] == 42
     assert manifest["config"]["lora"]["r"] == 16  # resolved, not ${...}
     assert set(manifest["versions"]) >= {"torch", "transformers", "trl", "peft", "datasets", "hydra-core"}
     assert {"commit", "dirty"} <= set(manifest["git"]) and manifest["hardware"]["cpu_count"] >= 1
@@ -251,17 +251,32 @@ def test_default_run_learns_its_tasks(tmp_path):
     assert run_cli(f"hydra.run.dir={tmp_path / 'default'}", f"data.cache_dir={tmp_path / 'cache'}") == 0
     m = read(tmp_path / "default" / "metrics.json")
     assert m["eval_loss"] <= 0.1 * m["first_eval_loss"]
-    by_kind, before = m["eval_exact_match_by_tag"], m["before_training"]
-    assert by_kind["sentiment"] >= 0.9 and by_kind["arithmetic"] >= 0.5  # the README's promise
+    by_kind = m["eval_exact_match_by_tag"]
+    # The README's promise, per task kind (thresholds below the measured figures: thread counts and load change
+    # float reductions on the CPU, so a single answer may differ from run to run; a rate barely does).
+    assert by_kind["sentiment"] >= 0.9 and by_kind["arithmetic"] >= 0.5
     assert by_kind["follow_up"] >= 0.3 and by_kind["zh"] >= 0.5
     assert set(by_kind) == {"arithmetic", "follow_up", "sentiment", "tool_call", "zh"}
-    assert all(v == 0 for v in before["exact_match_by_tag"].values())  # nothing of it before training
+    assert all(v == 0 for v in m["before_eval_exact_match_by_tag"].values())  # nothing of it before training
     # not a constant answer dressed up as valid JSON
-    assert m["eval_json_validity"] == 1.0 and before["json_validity"] == 0.0
+    assert m["eval_json_validity"] == 1.0 and m["before_eval_json_validity"] == 0.0
     assert m["eval_answer_diversity"] >= 0.7 and not m["eval_collapsed_answers"]
     assert m["eval_top_answer_share"] < 0.2
-    probes = (tmp_path / "default" / "probes.md").read_text()
-    assert '| Classify the sentiment of this review and answer in JSON: The coffee was excellent. | ' in probes
-    assert probes.count('{"sentiment": "positive"}') == 1 and probes.count('{"sentiment": "negative"}') == 1
-    assert "| Anna has 3 pens and gets 4 more. How many pens does Anna have now? | " in probes
-    assert probes.split("How many pens does Anna have now? | ")[1].split(" | ")[1].startswith("7 |")
+    # the probes table: each probe, answered before and after
+    probes = (tmp_path / "default" / "probes.md").read_text().splitlines()
+    assert len(probes) == 2 + 5 and all(line.count(" | ") >= 2 for line in probes[2:])
+    assert probes[2].startswith("| Anna has 3 pens and gets 4 more. How many pens does Anna have now? | ")
+
+
+@pytest.mark.slow
+def test_training_on_every_row_without_an_evaluation_set(tmp_path, capsys):
+    run_dir = tmp_path / "all_rows"
+    assert run_cli(f"hydra.run.dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}", *TINY, "trainer.max_steps=3",
+                   "data.val_ratio=0", "data.min_val_size=0") == 0
+    m = read(run_dir / "metrics.json")
+    assert m["global_step"] == 3 and not any(k.startswith("eval_") for k in m)  # nothing was evaluated
+    assert read(run_dir / "run_manifest.json")["status"] == "completed"
+    assert "(no evaluation: every row trains)" in capsys.readouterr().out + (run_dir / "train.log").read_text()
+    [prepared] = (tmp_path / "cache" / "prepared").iterdir()
+    assert len((prepared / "validation.jsonl").read_text().splitlines()) == 0
+    assert len((prepared / "train.jsonl").read_text().splitlines()) == 2157  # every distinct sample row

@@ -7,15 +7,15 @@ choice(...), range(...), interval(a, b) and tag(log, interval(a, b)).
 
 As each trial ends: its row in `trials.jsonl` and the sweep's `report.html`. After the sweep:
 `optimization_results.yaml` (best overrides, value, run dir), `trials.jsonl` and `trials.md` rewritten
-(params, status completed / stopped early / failed / diverged, steps, best metric).
+(params, status completed / stopped / failed / diverged, steps, best metric).
 Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment, with
 ASHA's rungs rebuilt from the trials' reports (_asha_scheduler.py).
 """
 
-import json
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -25,10 +25,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus, run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext
-from omegaconf import OmegaConf, open_dict
+from omegaconf import MISSING, OmegaConf, open_dict
 
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
+from sft_sweep import metric_names as names
 from sft_sweep.errors import exits_in_one_line
+from sft_sweep.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,16 @@ log = logging.getLogger(__name__)
 class AshaSweeperConf:
     _target_: str = "hydra_plugins.sft_sweep_sweepers.asha_sweeper.AshaSweeper"
     name: str = "sft_sweep_asha"
-    metric: str = "eval_loss"
+    metric: str = MISSING  # what each trial reports (Ray Tune's metric); sft-sweep's preset: ${optimized_metric}
     mode: str = "min"
     num_samples: int = 16
     seed: Optional[int] = 42
     max_concurrent_trials: Optional[int] = None  # None: as many as the resources allow
     cpus_per_trial: float = 1
     gpus_per_trial: Optional[float] = None  # None: 1 when CUDA is available (one trial per GPU), else 0
-    # ray.tune.schedulers.ASHAScheduler kwargs; the budget is the training step reported.
-    scheduler: Dict[str, Any] = field(default_factory=lambda: {"grace_period": 50, "reduction_factor": 4,
-                                                                "max_t": 1000})
+    # ray.tune.schedulers.ASHAScheduler kwargs (here Ray's own defaults); the budget is the training step reported.
+    scheduler: Dict[str, Any] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 4,
+                                                                "max_t": 100})
     ray_init: Dict[str, Any] = field(default_factory=lambda: {"address": None, "num_cpus": None,
                                                                "include_dashboard": False})
     resume: bool = True
@@ -197,49 +199,44 @@ class AshaSweeper(Sweeper):
         c = {group: plain(cfg[group]) for group in ("data", "model", "trainer")}
         build_datasets(c["data"], build_tokenizer(c["model"]), c["trainer"]["max_length"], c["trainer"]["packing"])
 
-    def trial_row(self, index: int, sampled: dict, last: dict, error, sweep) -> dict:
-        """A trial's line in trials.jsonl: status completed / stopped early / failed / diverged, steps,
-        best metric (from the reports the trial wrote before each one, tune_progress.jsonl)."""
+    def record(self, sweep, trial_id: str, sampled: dict, last: dict, error) -> dict:
+        """A trial's row in trials.jsonl: status completed / stopped / failed / diverged, steps, best metric
+        (from the reports the trial wrote before each one, tune_progress.jsonl)."""
         from sft_sweep.run_dir import read_jsonl
 
+        index = trial_index(trial_id)
         metric, run_dir = self.conf["metric"], sweep.trial(index)
         values = [r[metric] for r in read_jsonl(run_dir.tune_progress) if isinstance(r.get(metric), (int, float))
                   and r[metric] == r[metric]]
         max_t = self.conf["scheduler"].get("max_t")
         if error is not None:
-            status = "diverged" if run_dir.finished and run_dir.read_metrics().get("diverged") else "failed"
+            diverged = run_dir.finished and run_dir.read_metrics().get(names.DIVERGED)
+            status = Status.DIVERGED if diverged else Status.FAILED
         elif run_dir.finished or (max_t and last.get("step", 0) >= max_t):
-            status = "completed"
+            status = Status.COMPLETED
         else:
-            status = "stopped early"
+            status = Status.STOPPED
         best = (min(values) if self.conf["mode"] == "min" else max(values)) if values else None
-        return {"trial": index, "params": {k.removeprefix("config/"): v for k, v in sampled.items()},
-                "status": status, "steps": last.get("step"), f"best_{metric}": best,
-                "value": best if status == "completed" else None, "node": last.get("node"),
-                "run_dir": str(run_dir.path), **({"reason": str(error).splitlines()[0]} if error is not None else {})}
+        return sweep.record_trial(index, status, {k.removeprefix("config/"): v for k, v in sampled.items()},
+                                  run_dir=run_dir.path, value=best if status == Status.COMPLETED else None, best=best,
+                                  reason=str(error) if error is not None else None, node=last.get("node"))
 
     def records_callback(self, sweep_dir: Path):
         """In the driver: each trial's row and the sweep's report.html as soon as the trial ends
         (ASHA kills stopped trials, so they cannot write it themselves)."""
         from ray import tune
 
-        from sft_sweep.report import refresh
-        from sft_sweep.run_dir import SweepDir, append_jsonl
+        from sft_sweep.run_dir import SweepDir
 
         sweeper, sweep = self, SweepDir(sweep_dir)
 
         class TrialRecords(tune.Callback):
-            def record(self, trial, error) -> None:
-                row = sweeper.trial_row(trial_index(trial.trial_id), trial.config, trial.last_result or {}, error,
-                                        sweep)
-                append_jsonl(sweep.trials, row)
-                refresh(sweep.path)
-
             def on_trial_complete(self, iteration, trials, trial, **info):
-                self.record(trial, None)
+                sweeper.record(sweep, trial.trial_id, trial.config, trial.last_result or {}, None)
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                self.record(trial, trial.get_error() or RuntimeError("trial failed"))
+                sweeper.record(sweep, trial.trial_id, trial.config, trial.last_result or {},
+                               trial.get_error() or RuntimeError("trial failed"))
 
         return TrialRecords()
 
@@ -249,26 +246,26 @@ class AshaSweeper(Sweeper):
         from sft_sweep.run_dir import SweepDir, write_text
 
         sweep = SweepDir(sweep_dir)
-        metric, mode = self.conf["metric"], self.conf["mode"]
-        rows = sorted((self.trial_row(trial_index(Path(r.path).name), r.config, r.metrics or {}, r.error, sweep)
-                       for r in grid), key=lambda r: r["trial"])
-        write_text(sweep.trials, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+        metric, recorded = self.conf["metric"], sweep.trial_rows()
+        for r in grid:  # a trial that ended while no driver watched (an interrupted sweep's) gets its row now
+            if trial_index(Path(r.path).name) not in recorded:
+                self.record(sweep, Path(r.path).name, r.config, r.metrics or {}, r.error)
+        rows = sorted(sweep.trial_rows().values(), key=lambda r: r["trial"])
         lines = [f"| trial | status | steps | best {metric} | params |", "|---|---|---|---|---|"]
-        lines += [f"| {r['trial']} | {r['status']} | {r['steps']} | {r[f'best_{metric}']} | "
+        lines += [f"| {r['trial']} | {Status(r['status']).label} | {r['steps']} | {r['best']} | "
                   f"{' '.join(f'{k}={v}' for k, v in r['params'].items())} |" for r in rows]
         write_text(sweep.trials_table, "\n".join(lines) + "\n")
-        scored = [r for r in rows if r[f"best_{metric}"] is not None and r["status"] not in ("failed", "diverged")]
-        if not scored:
-            log.error("no trial reported %s; see %s", metric, sweep.trials_table)
-            refresh(sweep.path)
-            return
-        best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"])
-        results = {"name": "asha", "best_params": best["params"], "best_value": best[f"best_{metric}"],
-                   "best_trial": best["trial"], "best_run_dir": best["run_dir"],
-                   "best_overrides": as_run_overrides(fixed, best["params"]),
-                   "trials": {s: sum(r["status"] == s for r in rows)
-                              for s in ("completed", "stopped early", "failed", "diverged")}}
-        sweep.write_results(results)
+        scored = [r for r in rows if r["best"] is not None and not Status(r["status"]).failed]
+        counts = Counter(Status(r["status"]) for r in rows)
+        # ASHA's best is the best value any trial reported (it may be a trial stopped at a later rung)
+        sign = 1 if self.conf["mode"] == "min" else -1
+        best = min(scored, key=lambda r: sign * r["best"]) if scored else None
+        if best is not None:
+            best = {**best, "value": best["best"]}
+        sweep.write_results("asha", best, as_run_overrides(fixed, best["params"]) if best else [], counts)
         refresh(sweep.path)
-        log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), sweep_dir, results)
-        log.info("ASHA: best %s=%s (trial %s, %s)", metric, best[f"best_{metric}"], best["trial"], best["run_dir"])
+        if best is None:
+            log.error("no trial reported %s; see %s", metric, sweep.trials_table)
+            return
+        log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), sweep_dir)
+        log.info("ASHA: best %s=%s (trial %s, %s)", metric, best["value"], best["trial"], best["run_dir"])

@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from omegaconf import MISSING, OmegaConf
 
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
 from sft_sweep.errors import RunDiverged, TrialPruned, UserError, exits_in_one_line
+from sft_sweep.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +242,7 @@ class OptunaSweeper(Sweeper):
         """Trials toward n_trials: started ones but the interrupted (which are owed again); enqueued
         trials wait their turn (`ask` takes them first)."""
         return [t for t in self.study.get_trials(deepcopy=False)
-                if t.state.name != "WAITING" and not t.user_attrs.get("interrupted")]
+                if t.state.name != "WAITING" and not t.user_attrs.get(Status.INTERRUPTED.value)]
 
     def failed(self) -> list:
         return [t for t in self.counted() if t.state.name == "FAIL"]
@@ -288,11 +290,12 @@ class OptunaSweeper(Sweeper):
             if not (gone or silent):
                 continue
             storage = self.study._storage
-            storage.set_trial_user_attr(t._trial_id, "interrupted", True)  # before the state: then it is final
+            # the mark before the state: then it is final
+            storage.set_trial_user_attr(t._trial_id, Status.INTERRUPTED.value, True)
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             run_dir = self.sweep_dir.trial(t.number)
-            run_dir.set_status("interrupted", error="its sweep worker stopped while it ran")
-            self.record(t.number, t.params, "interrupted", reason="its sweep worker stopped while it ran")
+            run_dir.set_status(Status.INTERRUPTED, error="its sweep worker stopped while it ran")
+            self.record(t.number, t.params, Status.INTERRUPTED, reason="its sweep worker stopped while it ran")
             log.warning("optuna: trial %d was interrupted (worker %s gone): counted failed, owed again",
                         t.number, t.user_attrs.get("worker"))
             if newest_complete(run_dir.checkpoints):  # its parameters next: that trial resumes from the checkpoint
@@ -315,60 +318,56 @@ class OptunaSweeper(Sweeper):
             beating.set()
             heartbeat.join()
         value = ret.return_value if ret is not None and error is None else None
+        reason = None
         if isinstance(error, TrialPruned):
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-            status = "pruned"
+            status = Status.PRUNED
         elif error is None and isinstance(value, (int, float)) and math.isfinite(value):
             self.study.tell(trial, float(value), skip_if_finished=True)
-            status = "completed"
+            status = Status.COMPLETED
         else:
             reason = f"{type(error).__name__}: {error}" if error is not None else f"returned {value!r}"
-            trial.set_user_attr("reason", reason.splitlines()[0])
+            reason = reason.splitlines()[0]
+            trial.set_user_attr("reason", reason)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            status = "diverged" if isinstance(error, RunDiverged) else "failed"
-        self.record(trial.number, trial.params, status, overrides=overrides, value=value,
-                    **({"reason": trial.user_attrs["reason"]} if "reason" in trial.user_attrs else {}))
+            status = Status.DIVERGED if isinstance(error, RunDiverged) else Status.FAILED
+        run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg else None
+        self.record(trial.number, trial.params, status, run_dir=run_dir, overrides=overrides,
+                    value=value if status == Status.COMPLETED else None, reason=reason)
 
     def beat(self, trial, done: threading.Event) -> None:
         while not done.wait(self.conf.heartbeat_interval):
             self.study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
 
     # --- records ------------------------------------------------------------------------------------------
-    def record(self, number: int, params: dict, status: str, **extra) -> None:
-        from sft_sweep.report import refresh
-        from sft_sweep.run_dir import append_jsonl
-
-        run_dir = self.sweep_dir.trial(number)
-        metrics = run_dir.read_metrics() if run_dir.finished else {}
-        append_jsonl(self.sweep_dir.trials, {"trial": number, "params": params, "status": status,
-                                             "steps": metrics.get("global_step"),
-                                             "pruned_at_step": metrics.get("pruned_at_step"), **extra,
-                                             "run_dir": str(run_dir.path),
-                                             "worker": f"{socket.gethostname()}:{os.getpid()}"})
-        log.info("optuna: trial %d %s%s", number, status,
+    def record(self, number: int, params: dict, status: Status, **extra) -> None:
+        self.sweep_dir.record_trial(number, status, params, worker=f"{socket.gethostname()}:{os.getpid()}", **extra)
+        log.info("optuna: trial %d %s%s", number, status.label,
                  f" ({extra['value']:.4f})" if isinstance(extra.get("value"), float) else "")
-        refresh(self.sweep_dir.path)  # the sweep's report.html, after every finished trial
+
+    def status_of(self, trial) -> Status:
+        if trial.user_attrs.get(Status.INTERRUPTED.value):
+            return Status.INTERRUPTED
+        return {"COMPLETE": Status.COMPLETED, "PRUNED": Status.PRUNED, "RUNNING": Status.STARTED}.get(
+            trial.state.name, Status.FAILED)
 
     def write_results(self) -> None:
         from sft_sweep.logger import log_sweep_summary
 
-        trials = self.study.get_trials(deepcopy=False)
-        counts = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0}
-        for t in trials:
-            kind = "interrupted" if t.user_attrs.get("interrupted") else "failed" if t.state.name == "FAIL" else \
-                t.state.name.lower()
-            counts[kind] = counts.get(kind, 0) + 1
-        if not counts["complete"]:
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+        counts = Counter(self.status_of(t) for t in trials)
+        if not counts[Status.COMPLETED]:
+            self.sweep_dir.write_results("optuna", None, [], counts)
             log.error("optuna: no trial completed; see %s", self.sweep_dir.trials)
             return
         best = self.study.best_trial
-        results = {"name": "optuna", "best_params": best.params, "best_value": best.value, "best_trial": best.number,
-                   "best_run_dir": str(self.sweep_dir.trial(best.number).path),
-                   "best_overrides": as_run_overrides(self.fixed, best.params), "trials": counts}
-        self.sweep_dir.write_results(results)
-        log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), self.sweep_dir.path, results)
+        row = {**self.sweep_dir.trial_rows().get(best.number, {}), "trial": best.number, "params": best.params,
+               "value": best.value}
+        row.setdefault("run_dir", str(self.sweep_dir.trial(best.number).path))
+        self.sweep_dir.write_results("optuna", row, as_run_overrides(self.fixed, best.params), counts)
+        log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), self.sweep_dir.path)
         log.info("optuna: best %s=%s (trial %d, %s)", self.config.optimized_metric, best.value, best.number,
-                 results["best_run_dir"])
+                 row["run_dir"])
 
 
 def _alive(pid: int) -> bool:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from sft_sweep import metric_names as names
 from sft_sweep.report import trial_curve
 from sft_sweep.run_dir import RunDir, SweepDir, read_jsonl
+from sft_sweep.status import Status
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,11 +42,11 @@ def sweep(sweep_dir: Path, search: str, samples: int, steps: int, *extra: str) -
 
 def eval_curve(run_dir: RunDir) -> dict[int, float]:
     """step -> eval loss at every evaluation after step 0."""
-    return {step: loss for step, loss in trial_curve(run_dir, "eval_loss") if step > 0}
+    return {step: loss for step, loss in trial_curve(run_dir, names.EVAL_LOSS) if step > 0}
 
 
 def summary(rows: list[dict]) -> dict:
-    return {"trials": len(rows), "stopped": sum(r["status"] in ("pruned", "stopped early") for r in rows),
+    return {"trials": len(rows), "cut_short": sum(Status(r["status"]).cut_short for r in rows),
             "steps": sum(r["steps"] or 0 for r in rows),
             "best": min(min(eval_curve(RunDir(r["run_dir"])).values(), default=float("inf")) for r in rows)}
 
@@ -86,14 +88,14 @@ def replay_asha(curves: list[dict], scheduler: dict, seed: int) -> tuple[int, fl
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     kwargs = {k: v for k, v in scheduler.items() if k != "_target_"}
-    asha = ASHAScheduler(time_attr="step", metric="eval_loss", mode="min", **kwargs)
+    asha = ASHAScheduler(time_attr="step", metric=names.EVAL_LOSS, mode="min", **kwargs)
     used, best = 0, float("inf")
     for i, curve in enumerate(random.Random(seed).sample(curves, len(curves))):
         trial = SimpleNamespace(trial_id=f"replay_{i:05d}")
         asha.on_trial_add(None, trial)
         for step in sorted(curve):
             best, last = min(best, curve[step]), step
-            if asha.on_trial_result(None, trial, {"step": step, "eval_loss": curve[step]}) == TrialScheduler.STOP:
+            if asha.on_trial_result(None, trial, {"step": step, names.EVAL_LOSS: curve[step]}) == TrialScheduler.STOP:
                 break
         used += last
     return used, best
@@ -129,7 +131,7 @@ def main():
     print(f"{args.samples} configurations x {args.steps} steps, eval every {max(1, args.steps // 12)} steps\n"
           f"  Optuna: {pruner}\n  ASHA: {scheduler}")
     for name, r in results.items():
-        print(f"{name:>18}: {r['trials']} trials, {r['stopped']} stopped early, {r['steps']} trial-steps "
+        print(f"{name:>18}: {r['trials']} trials, {r['cut_short']} stopped early, {r['steps']} trial-steps "
               f"({r['steps'] / full['steps']:.0%} of the full budget), best eval_loss {r['best']:.4f} "
               f"({(r['best'] / full['best'] - 1) * 100:+.2f}%)", flush=True)
     replays = {}

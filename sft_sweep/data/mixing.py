@@ -113,10 +113,11 @@ def mix(sources: list[list], weights: list[float], strategy: str, seed: int, tot
 
 
 def split(rows: list, val_ratio: float, min_val_size: int, seed: int):
-    """Shuffle (seeded) and hold out max(ceil(val_ratio*n), min_val_size) rows, never more than half."""
+    """Shuffle (seeded) and hold out max(ceil(val_ratio*n), min_val_size) rows, never more than half;
+    val_ratio=0 and min_val_size=0 hold out nothing (every row trains, no evaluation)."""
     n = len(rows)
     n_val = min(max(math.ceil(val_ratio * n), min_val_size), n // 2)
-    if n_val < 1:
+    if n_val < 1 and (val_ratio or min_val_size):
         raise UserError(f"{n} rows are too few to hold out an evaluation set")
     order = list(range(n))
     random.Random(seed).shuffle(order)

@@ -23,6 +23,9 @@ from sft_sweep.errors import UserError
 log = logging.getLogger(__name__)
 PREPARED_VERSION = 1  # bump when the normalized schema or pipeline changes meaning
 FIRST_PROBLEMS = 5
+# The data group's keys (conf/data/*.yaml); `path`, `format` and `field_map` are data=local's, which its source reads.
+KEYS = {"sources", "mix", "total_size", "mix_seed", "val_ratio", "min_val_size", "eval_path", "split_seed", "on_error",
+        "max_answer_chars", "train_on", "train_tool_calls", "thinking", "cache_dir", "path", "format", "field_map"}
 # Keys of the data config that do not change the prepared rows.
 NOT_IN_FINGERPRINT = {"cache_dir", "train_on", "train_tool_calls", "thinking", "path"}
 

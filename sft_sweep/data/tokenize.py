@@ -86,14 +86,20 @@ def cached_tokenize(prepared_fp: str, load_rows, tokenizer, cache_dir: str, max_
     folder = Path(cache_dir) / "tokenized" / hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     if (folder / "done").is_file():
         log.info("data: reusing tokenized cache %s", folder)
-        return load_from_disk(str(folder / "train")), load_from_disk(str(folder / "eval")), folder
+        return load_tokenized(folder / "train"), load_tokenized(folder / "eval"), folder
     train_rows, eval_rows = load_rows()
     train = tokenize_rows(train_rows, tokenizer, max_length, masking, "train")
-    evaluation = tokenize_rows(eval_rows, tokenizer, max_length, masking, "eval")
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     train.save_to_disk(str(tmp / "train"))
-    evaluation.save_to_disk(str(tmp / "eval"))
+    if eval_rows:  # none: no evaluation (and no folder: datasets cannot read back an empty one)
+        tokenize_rows(eval_rows, tokenizer, max_length, masking, "eval").save_to_disk(str(tmp / "eval"))
     (tmp / "done").write_text(key + "\n", encoding="utf-8")
     publish_dir(tmp, folder)
-    return load_from_disk(str(folder / "train")), load_from_disk(str(folder / "eval")), folder
+    return load_tokenized(folder / "train"), load_tokenized(folder / "eval"), folder
+
+
+def load_tokenized(folder: Path) -> Dataset:
+    if not folder.is_dir():
+        return Dataset.from_dict({"input_ids": [], "assistant_masks": []})
+    return load_from_disk(str(folder))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from sft_sweep.benchmarks.sweeps import as_enqueue
+from sft_sweep.run_dir import SweepDir
 from tests.helpers import embedded
 
 pytestmark = pytest.mark.slow
@@ -70,14 +71,14 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     resumed = subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
                              timeout=600)
 
-    rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
+    rows = sorted(SweepDir(sweep).trial_rows().values(), key=lambda r: r["trial"])  # each trial's newest row
     assert [r["trial"] for r in rows] == [0, 1, 2, 3]
     assert [r["params"] for r in rows] == GOOD + WEAK  # the enqueued parameter sets, in order
     assert yaml.safe_load((sweep / "sweep.yaml").read_text())["early_stopping"] == {
         "_target_": "ray.tune.schedulers.ASHAScheduler", "grace_period": 2, "reduction_factor": 2, "max_t": 8}
     statuses = [r["status"] for r in rows]
     assert "completed" in statuses[:2]  # the first sound trial at each rung passes it, then reaches max_t
-    assert statuses[2:] == ["stopped early"] * 2 and [r["steps"] for r in rows[2:]] == [2, 2]  # the first rung
+    assert statuses[2:] == ["stopped"] * 2 and [r["steps"] for r in rows[2:]] == [2, 2]  # the first rung
     for r in ended_before:  # the resumed sweep put the reports of the trials that had ended back in the rungs
         reports = len((sweep / str(r["trial"]) / "tune_progress.jsonl").read_text().splitlines())
         assert f"ASHA's rungs: trial {r['trial']}'s {reports} reports from before the resume" in resumed.stdout
@@ -87,9 +88,9 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         progress = [json.loads(line) for line in (sweep / str(r["trial"]) / "tune_progress.jsonl").read_text()
                     .splitlines()]
         assert progress[0]["step"] == 0 and progress[-1]["step"] == r["steps"]  # written before each report
-        assert r["best_eval_loss"] == pytest.approx(min(p["eval_loss"] for p in progress))
+        assert r["best"] == pytest.approx(min(p["eval_loss"] for p in progress))
         assert (sweep / str(r["trial"]) / "metrics.json").is_file() == (r["status"] == "completed")
-        if r["status"] == "stopped early":
+        if r["status"] == "stopped":
             assert r["steps"] < 8
             manifest = json.loads((sweep / str(r["trial"]) / "run_manifest.json").read_text())
             ended_in_report += manifest["status"] == "stopped"
@@ -106,8 +107,8 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
     # one CPU on each node, one CPU per trial: two trials ran at the same time
     assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for (b0, b1) in spans[i + 1:])
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    scored = [r for r in rows if r["status"] in ("completed", "stopped early")]
-    best = min(scored, key=lambda r: r["best_eval_loss"])
+    scored = [r for r in rows if r["status"] in ("completed", "stopped")]
+    best = min(scored, key=lambda r: r["best"])
     assert results["best_trial"] == best["trial"] and results["best_run_dir"] == str(sweep / str(best["trial"]))
     assert f"lora.r={best['params']['lora.r']}" in results["best_overrides"]
     assert "hparams_search=asha" not in results["best_overrides"]
