@@ -10,23 +10,29 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sft_sweep.console import duration
+from sft_sweep.run_dir import checkpoint_stamp, write_json
 
 log = logging.getLogger("sft_sweep")
 
 
 
 
-class CheckpointsReadme(TrainerCallback):
-    """TRL writes a model card into the checkpoints folder at every save; for a base model loaded
-    from a local folder (the tiny model's base_model/, a local copy of a hub model) it names the base
-    "[None](https://huggingface.co/None)". Rewrite it to say what the checkpoints are."""
+class CheckpointRecords(TrainerCallback):
+    """At every save: the checkpoint's stamp (which data and command it was trained on: resume only takes a
+    checkpoint of the same data), and the checkpoints folder's README. TRL writes a model card there that,
+    for a base model loaded from a local folder (the tiny model's base_model/, a local copy of a hub model),
+    names the base "[None](https://huggingface.co/None)": rewritten to say what the checkpoints are."""
 
-    def __init__(self, base_model: str, command: str | None):
-        self.base_model, self.command = base_model, command
+    def __init__(self, base_model: str, command: str | None, data_fingerprint: str):
+        self.base_model, self.command, self.data_fingerprint = base_model, command, data_fingerprint
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            write_json(checkpoint_stamp(checkpoint), {"data_fingerprint": self.data_fingerprint,
+                                                      "command": self.command})
         readme = Path(args.output_dir) / "README.md"
         readme.write_text(
             f"# Checkpoints of the sft-sweep run `{Path(args.output_dir).parent.name}`\n\n"

@@ -94,7 +94,7 @@ def summary(metrics: dict, commands: dict, optimized_metric: str) -> str:
                                                  f"{FORGETTING_CAVEAT if metrics.get(names.RANDOM_INIT) else ''}"))
     rows += [
         ("steps, time", f"{metrics[names.GLOBAL_STEP]}, {duration(metrics[names.TRAIN_RUNTIME])}"),
-        ("tokens/s", f"{metrics[names.TOKENS_PER_S]:,.0f}"),
+        ("tokens/s", f"{metrics[names.TOKENS_PER_S]:,.0f}" if metrics[names.TOKENS_PER_S] else "-"),
         ("peak memory", ", ".join(f"{k.removesuffix('_mib')} {v:,.0f} MiB"
                                   for k, v in (metrics.get(names.PEAK_MEMORY) or {}).items())),
         ("monitor events", ", ".join(f"{k} {v}" for k, v in events.items()) + (

@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from sft_sweep.errors import RunInterrupted, UserError
-from sft_sweep.run_dir import RunDir, checkpoints_newest_first, is_complete_checkpoint, read_json
+from sft_sweep.run_dir import RunDir, checkpoint_stamp, checkpoints_newest_first, is_complete_checkpoint, read_json
 from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
@@ -50,8 +50,10 @@ def alive_elsewhere(manifest: dict) -> bool:
     return True
 
 
-def resume_point(run_dir: RunDir, setting, command: str | None) -> Path | None:
-    """The checkpoint this run starts from, or None (from scratch)."""
+def resume_point(run_dir: RunDir, setting, command: str | None, data_fingerprint: str | None = None) -> Path | None:
+    """The checkpoint this run starts from, or None (from scratch). With `auto`: the newest complete checkpoint
+    of its own dir; else, of the newest earlier run of the same command -- only when that run is unfinished,
+    dead and trained on the same data (a completed run of the command means its work is done: start afresh)."""
     if setting in (None, False, "none", "null"):
         return None
     if setting != "auto":
@@ -61,20 +63,37 @@ def resume_point(run_dir: RunDir, setting, command: str | None) -> Path | None:
                             f"(no readable trainer_state.json and weights)")
         return checkpoint
     if checkpoint := newest_complete(run_dir.checkpoints):
-        return checkpoint
+        return checkpoint if same_data(checkpoint, data_fingerprint) else None
     if command is None:
         return None
-    siblings = sorted((p for p in run_dir.path.parent.iterdir() if p != run_dir.path and p.is_dir()),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
-    for sibling in map(RunDir, siblings):
-        if not sibling.manifest.is_file() or sibling.finished:
-            continue
-        manifest = read_json(sibling.manifest)
-        if (manifest.get("command") == command and Status(manifest.get("status")).resumable
-                and not alive_elsewhere(manifest)):
-            if checkpoint := newest_complete(sibling.checkpoints):
-                return checkpoint
-    return None
+    earlier = [(read_json(p.manifest), p) for p in map(RunDir, run_dir.path.parent.iterdir())
+               if p.path != run_dir.path and p.manifest.is_file()]
+    earlier = sorted(((m, p) for m, p in earlier if m.get("command") == command),
+                     key=lambda mp: mp[0].get("started_at") or mp[1].manifest.stat().st_mtime)
+    if not earlier:
+        return None
+    manifest, newest = earlier[-1]
+    if newest.finished or not Status(manifest.get("status")).resumable or alive_elsewhere(manifest):
+        return None
+    # its own newest checkpoint, else the one it resumed from itself (it died before saving one)
+    checkpoint = newest_complete(newest.checkpoints) or (
+        Path(manifest["resumed_from"]) if manifest.get("resumed_from") and is_complete_checkpoint(
+            Path(manifest["resumed_from"])) else None)
+    if checkpoint is None or not same_data(checkpoint, data_fingerprint):
+        return None
+    run_dir.update(resumed_from=str(checkpoint))
+    return checkpoint
+
+
+def same_data(checkpoint: Path, data_fingerprint: str | None) -> bool:
+    """The checkpoint was trained on this data (checkpoints without a stamp are taken as they are)."""
+    stamp = checkpoint_stamp(checkpoint)
+    saved = read_json(stamp).get("data_fingerprint") if stamp.is_file() else None
+    if data_fingerprint is None or saved is None or saved == data_fingerprint:
+        return True
+    log.warning("resume: not resuming from %s: it was trained on other data (fingerprint %s, now %s); starting "
+                "from scratch", checkpoint, saved, data_fingerprint)
+    return False
 
 
 @contextlib.contextmanager
@@ -98,40 +117,59 @@ def disk_full_is_an_error(checkpoints: str):
 
 
 class GracefulStop(TrainerCallback):
-    """SIGTERM/SIGINT during training: finish the step, save a checkpoint, stop (see module doc)."""
+    """A run's SIGTERM / SIGINT, from its start to its end (`with GracefulStop() as stop:` in the recipe).
+
+    During training the first signal lets the current step finish, saves a checkpoint and stops training;
+    `raise_if_stopped` then ends the run (RunInterrupted: status interrupted, exit 75). Outside training --
+    setup, the evaluation before training, the end-of-run evaluation -- there is no step to finish, so the
+    run stops at once, with the same status and exit code. A second signal stops at once in any phase.
+    The last training step always saves a checkpoint (unless trainer.save_strategy=no): a run interrupted in
+    its end-of-run evaluation resumes there, without training again. In a thread other than the main one
+    (where Python delivers no signal) the process's own handlers stay."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.received = None
+        self.training = False
+        self.phase = "setup"  # what the run is doing, for the one-line message (the recipe says)
         self.previous = {}
 
-    def handle(self, signum, frame):
-        if self.received is not None:  # the second signal: at once
-            self.restore()
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.received = signal.Signals(signum).name
-        log.warning("%s received: saving a checkpoint after this step, then exiting (send it again to exit at once)",
-                    self.received)
+    def __enter__(self) -> "GracefulStop":
+        try:
+            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread
+            self.previous = {}
+        return self
 
-    def restore(self):
+    def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
 
+    def handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.received is not None:  # the second signal: at once
+            raise RunInterrupted(f"stopped at once by a second {name} during {self.phase}; run the same command "
+                                 f"again to resume from its newest checkpoint")
+        self.received = name
+        if not self.training:
+            raise RunInterrupted(f"stopped by {name} during {self.phase}; run the same command again to resume")
+        log.warning("%s received: saving a checkpoint after this step, then exiting (send it again to exit at once)",
+                    name)
+
     def on_train_begin(self, args, state, control, **kwargs):
-        try:
-            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
-        except ValueError:  # not the main thread (a sweep worker thread): the process's own handlers stay
-            self.previous = {}
+        self.training, self.phase = True, "training"
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
+        elif state.global_step >= state.max_steps and args.save_strategy != "no":
+            control.should_save = True  # the final state: an interrupted end-of-run evaluation resumes from it
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.restore()
+        self.training = False
 
     def raise_if_stopped(self, state, checkpoints: Path) -> None:
         if self.received is not None:

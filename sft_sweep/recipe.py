@@ -13,8 +13,8 @@ from transformers import set_seed
 
 from sft_sweep import config, console, dist, logger, packing, report, sizing
 from sft_sweep import metric_names as names
-from sft_sweep.callbacks import CheckpointsReadme, ConsoleProgress
-from sft_sweep.data import build_datasets
+from sft_sweep.callbacks import CheckpointRecords, ConsoleProgress
+from sft_sweep.data import RunData, build_datasets
 from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
@@ -36,32 +36,37 @@ def run(cfg: DictConfig) -> float:
     c = config.plain(cfg)
     run_dir.start(c)
     wandb_run = None
-    try:
-        # --- setup ---------------------------------------------------------------------------------
-        config.validate(c)  # one-line errors before any heavy work
-        set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
-        wandb_run = logger.start(c["logger"], run_dir, c)
-        trainer, validation_rows = setup(c, run_dir, wandb_run)
-        checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"], pasteable_command())
-        evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
-                                trainer, validation_rows)
-        evaluation.before()  # the base model's answers and probes, for the before/after comparison
-        # --- train ---------------------------------------------------------------------------------
-        train_output = trainer.fit(checkpoint)
-        # --- record --------------------------------------------------------------------------------
-        metrics = record(c, trainer, train_output, evaluation, run_dir, wandb_run)
-        return metrics.get(c["optimized_metric"])  # None without an evaluation set
-    except BaseException as exc:
-        run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/diverged/...)
-        raise
-    finally:
-        # --- cleanup: multirun jobs share this process, so always close the W&B run -----------------
-        logger.finish(wandb_run)
+    # SIGTERM / Ctrl-C from here on: a checkpoint where training can make one, status interrupted, exit 75.
+    with GracefulStop() as stop:
+        try:
+            # --- setup -----------------------------------------------------------------------------
+            config.validate(c)  # one-line errors before any heavy work
+            set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
+            wandb_run = logger.start(c["logger"], run_dir, c)
+            trainer, data = setup(c, run_dir, wandb_run, stop)
+            checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"], pasteable_command(),
+                                      data.fingerprint)
+            evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
+                                    trainer, data.validation_rows)
+            stop.phase = "the evaluation before training"
+            evaluation.before()  # the base model's answers and probes, for the before/after comparison
+            # --- train -----------------------------------------------------------------------------
+            train_output = trainer.fit(checkpoint)
+            # --- record ----------------------------------------------------------------------------
+            stop.phase = "the end-of-run evaluation"
+            metrics = record(c, trainer, train_output, evaluation, run_dir, wandb_run)
+            return metrics.get(c["optimized_metric"])  # None without an evaluation set
+        except BaseException as exc:
+            run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/interrupted/...)
+            raise
+        finally:
+            # --- cleanup: multirun jobs share this process, so always close the W&B run -------------
+            logger.finish(wandb_run)
 
 
-def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[Trainer, list[dict]]:
+def setup(c: dict, run_dir: RunDir, wandb_run=None, stop: GracefulStop | None = None) -> tuple[Trainer, RunData]:
     """tokenizer -> data -> model + LoRA -> SFTConfig -> Trainer and the callbacks that watch it.
-    Returns the trainer and the validation rows (chat rows, for answer-level evaluation)."""
+    Returns the trainer and the run's data (its validation rows: chat rows, for answer-level evaluation)."""
     tokenizer = build_tokenizer(c["model"])
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
@@ -77,18 +82,20 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None) -> tuple[Trainer, list[dict]
                             report_to=["wandb"] if wandb_run else [], run_name=run_dir.path.name)
     # What watches the training: the console's progress, signals (checkpoint, then exit 75), the checkpoints'
     # README, the monitor (its skip action and rollbacks are the trainer's), a sweep's reporter.
-    stop = GracefulStop()
+    stop = stop or GracefulStop()
     monitor = TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints) if c["monitor"][
         "enabled"] else None
     reporter = (TuneReporter(run_dir.tune_progress) if in_tune_trial()  # an ASHA sweep: report each evaluation
                 else OptunaReporter(trial, c["optimized_metric"]) if (trial := current_trial(c["optimized_metric"]))
                 else None)  # an Optuna sweep: the same, to the trial's pruner
-    callbacks = [stop, CheckpointsReadme(base, pasteable_command()), *(cb for cb in (monitor, reporter) if cb)]
+    callbacks = [stop, CheckpointRecords(base, pasteable_command(), data.fingerprint),
+                 *(cb for cb in (monitor, reporter) if cb)]
     trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
                       data_collator=collator, processing_class=tokenizer, callbacks=callbacks,
                       monitor=monitor, stop=stop, reporter=reporter, on_oom=c["trainer"]["on_oom"])
     ConsoleProgress.install(trainer)  # a progress bar / compact lines instead of raw dicts
-    return trainer, data.validation_rows
+    run_dir.update(data_fingerprint=data.fingerprint)
+    return trainer, data
 
 
 def final_evaluation(trainer: Trainer) -> dict:
@@ -146,7 +153,8 @@ def training_metrics(trainer: Trainer, train_output: dict) -> dict:
         names.GLOBAL_STEP: state.global_step,
         names.TRAIN_RUNTIME: train_output["train_runtime"],
         names.TRAIN_TOKENS: state.num_input_tokens_seen,
-        names.TOKENS_PER_S: state.num_input_tokens_seen / train_output["train_runtime"],
+        names.TOKENS_PER_S: (state.num_input_tokens_seen / train_output["train_runtime"]
+                             if train_output["train_runtime"] else None),  # None: resumed at its last step
         names.PEAK_MEMORY: peak_memory_mib(),
         names.TRAINABLE_PARAMS: sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         names.DIVERGED: bool(monitor and monitor.state.diverged),

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -92,6 +93,11 @@ def read_jsonl(path: Path) -> list[dict]:
 # --- trainer checkpoints (checkpoints/checkpoint-<step>/) ---------------------------------------------
 def checkpoint_step(checkpoint: Path) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
+def checkpoint_stamp(checkpoint: Path) -> Path:
+    """What a checkpoint was trained on (data fingerprint, command), written after the trainer's own files."""
+    return Path(checkpoint) / "sft_sweep.json"
 
 
 def checkpoints_newest_first(folder: Path) -> list[Path]:
@@ -169,9 +175,15 @@ class RunDir:
     # --- writing a run's records ------------------------------------------------------------------
     def start(self, config: dict) -> None:
         if dist.is_main_process():
-            write_json(self.manifest, {"status": Status.STARTED, "command": pasteable_command(), "config": config,
+            write_json(self.manifest, {"status": Status.STARTED, "started_at": time.time(),
+                                       "command": pasteable_command(), "config": config,
                                        "seed": config["seed"], "git": git_state(), "versions": package_versions(),
                                        "hardware": hardware(), "host": socket.gethostname(), "pid": os.getpid()})
+
+    def update(self, **fields) -> None:
+        """Add fields to the manifest (the data fingerprint once the data is built, where a run resumed from)."""
+        if dist.is_main_process() and self.manifest.is_file():
+            write_json(self.manifest, {**read_json(self.manifest), **fields})
 
     def set_status(self, status: Status, **extra) -> None:
         if dist.is_main_process() and self.manifest.is_file():

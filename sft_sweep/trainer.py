@@ -20,6 +20,7 @@ copy of the gradients: choose `on_oom: fail` if that is too much).
 """
 
 import logging
+from pathlib import Path
 
 import torch
 from trl import SFTTrainer
@@ -130,6 +131,8 @@ class Trainer(SFTTrainer):
         metrics, with the runtime summed over all segments."""
         if checkpoint is not None:
             log.info("resuming from %s (step %d)", checkpoint, checkpoint_step(checkpoint))
+            if (final := self.final_checkpoint_metrics(checkpoint)) is not None:
+                return final
         runtime, output = 0.0, None
         while output is None or (self.monitor is not None and (checkpoint := self.monitor.prepare_rollback())):
             with disk_full_is_an_error(self.args.output_dir):
@@ -138,3 +141,28 @@ class Trainer(SFTTrainer):
             if self.stop is not None:
                 self.stop.raise_if_stopped(self.state, self.args.output_dir)
         return {**output.metrics, "train_runtime": runtime}
+
+    def final_checkpoint_metrics(self, checkpoint) -> dict | None:
+        """A checkpoint of the run's last step (saved before its end-of-run evaluation was interrupted): its weights
+        and state, and no step trained -- transformers' train() would train one step past max_steps. Returns the
+        training metrics (the mean of the logged losses; no time spent), or None for any earlier checkpoint."""
+        from peft import PeftModel, set_peft_model_state_dict
+        from safetensors.torch import load_file
+        from transformers import TrainerState
+        from transformers.trainer_utils import load_sharded_checkpoint
+
+        checkpoint = Path(checkpoint)
+        state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        if state.global_step < state.max_steps or self.args.max_steps not in (-1, state.max_steps):
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        if isinstance(model, PeftModel):
+            set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+        elif (checkpoint / "model.safetensors").is_file():
+            model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+        else:
+            load_sharded_checkpoint(model, str(checkpoint))
+        self.state = state
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        log.info("%s is the run's last step: its weights, no more training", checkpoint.name)
+        return {"train_runtime": 0.0, "train_loss": sum(losses) / len(losses) if losses else float("nan")}

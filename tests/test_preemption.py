@@ -107,11 +107,12 @@ def checkpoint(run_dir, step, complete=True):
 
 
 def manifest(run_dir, command, status, pid=None):
+    """A run dir's manifest as run_dir.start writes it (started_at: the order of runs of one command)."""
     import socket
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_manifest.json").write_text(json.dumps({"command": command, "status": status, "pid": pid,
-                                                           "host": socket.gethostname()}))
+                                                           "host": socket.gethostname(), "started_at": time.time()}))
 
 
 def test_resume_point_takes_only_unfinished_dead_runs_of_the_same_command(tmp_path):
@@ -136,3 +137,28 @@ def test_resume_point_takes_only_unfinished_dead_runs_of_the_same_command(tmp_pa
     assert resume_point(run, "auto", "cmd") == own  # its own checkpoints first
     with pytest.raises(UserError, match="not a complete checkpoint"):
         resume_point(run, str(dead / "checkpoints" / "checkpoint-8"), "cmd")
+
+
+def test_a_completed_run_of_the_command_ends_its_resume_chain_and_other_data_is_not_resumed(tmp_path):
+    """kill -9 a run, re-run the command to completion, run it a third time: the third starts from scratch (the
+    killed run's checkpoint was used up). A killed run trained on other data is never resumed."""
+    import time
+
+    runs = tmp_path / "runs"
+    killed, completed, third = runs / "1_killed", runs / "2_completed", RunDir(runs / "3_third")
+    manifest(killed, "cmd", "started", pid=2**22 + 12345)
+    stale = checkpoint(killed, 40)
+    time.sleep(0.01)
+    manifest(completed, "cmd", "completed")
+    (completed / "metrics.json").write_text("{}")
+    manifest(third.path, "cmd", "started", pid=os.getpid())  # this run (its manifest is written first)
+    assert resume_point(third, "auto", "cmd", "data-a") is None  # the command's newest run completed
+    (completed / "metrics.json").unlink()  # ...had it been killed too (before saving anything), it resumed from
+    manifest(completed, "cmd", "started", pid=2**22 + 12346)  # the first run's checkpoint, which it records
+    (completed / "run_manifest.json").write_text(json.dumps({**json.loads((completed / "run_manifest.json")
+                                                                          .read_text()), "resumed_from": str(stale)}))
+    assert resume_point(third, "auto", "cmd", "data-a") == stale
+    assert json.loads(third.manifest.read_text())["resumed_from"] == str(stale)  # where it goes on from
+    (stale / "sft_sweep.json").write_text(json.dumps({"data_fingerprint": "data-b", "command": "cmd"}))
+    assert resume_point(third, "auto", "cmd", "data-a") is None  # trained on other data
+    assert resume_point(third, "auto", "cmd", "data-b") == stale

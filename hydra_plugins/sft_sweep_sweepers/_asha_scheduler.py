@@ -43,4 +43,5 @@ class ResumableASHAScheduler(ASHAScheduler):
             if isinstance(step, (int, float)) and isinstance(value, (int, float)) and math.isfinite(value):
                 bracket.on_result(trial, step, self._metric_op * value)
                 replayed += 1
-        log.info("ASHA's rungs: trial %d's %d reports from before the resume", index, replayed)
+        if replayed:
+            log.info("ASHA's rungs: trial %d's %d reports from before the resume", index, replayed)

@@ -15,6 +15,7 @@ ASHA's rungs rebuilt from the trials' reports (_asha_scheduler.py).
 import logging
 import os
 import re
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from omegaconf import MISSING, OmegaConf, open_dict
 
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
 from sft_sweep import metric_names as names
-from sft_sweep.errors import exits_in_one_line
+from sft_sweep.errors import RunInterrupted, exits_in_one_line
 from sft_sweep.status import Status
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class AshaSweeper(Sweeper):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         from hydra_plugins.sft_sweep_sweepers._asha_scheduler import ResumableASHAScheduler
+        from sft_sweep.run_dir import SweepDir
 
         conf = self.conf
         experiment = sweep_dir / "ray" / conf["name"]
@@ -181,7 +183,23 @@ class AshaSweeper(Sweeper):
                                           callbacks=[self.records_callback(sweep_dir)],
                                           verbose=1),
             )
-        grid = tuner.fit()
+        # Ray Tune stops gently on SIGINT (it saves the experiment, and Tuner.restore resumes it); SIGTERM becomes
+        # a SIGINT so that it does the same instead of killing the driver.
+        received = []
+
+        def on_sigterm(signum, frame):
+            received.append("SIGTERM")
+            signal.raise_signal(signal.SIGINT)
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            grid = tuner.fit()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        ended, owed = len(SweepDir(sweep_dir).trial_rows()), self.conf["num_samples"]
+        if ended < owed:  # Tune stopped before every trial ended: a signal
+            raise RunInterrupted(f"the ASHA sweep stopped by {received[0] if received else 'SIGINT'} with {ended} of "
+                                 f"{owed} trials ended; run the same command again to resume it")
         self.write_results(grid, sweep_dir, fixed)
 
     def enqueued(self) -> List[dict]:

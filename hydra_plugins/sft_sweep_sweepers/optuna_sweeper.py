@@ -37,7 +37,8 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, OmegaConf
 
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
-from sft_sweep.errors import RunDiverged, TrialPruned, UserError, exits_in_one_line
+from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError, exits_in_one_line
+from sft_sweep.run_dir import RunDir
 from sft_sweep.status import Status
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class OptunaSweeper(Sweeper):
         self.config = self.launcher = None
         self.lock = threading.Lock()
         self.stop = False
+        self.interrupted = None  # (trial number, why) when a signal stopped the sweep
 
     def setup(self, *, hydra_context: HydraContext, task_function, config) -> None:
         from sft_sweep.config import register_resolvers
@@ -192,17 +194,43 @@ class OptunaSweeper(Sweeper):
             self.study.enqueue_trial(OmegaConf.to_container(params), skip_if_exists=True)
         log.info("optuna: study %r in %s, %d of %d trials on record", conf.study_name, self.sweep_dir.path,
                  len(self.counted()), conf.n_trials)
-        workers = [threading.Thread(target=self.work, daemon=True) for _ in range(conf.n_jobs)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        from sft_sweep.preemption import GracefulStop  # here: transformers is not for Hydra's plugin scan
+
+        self.start_ray_once()
+        # Ctrl-C / SIGTERM: a trial running in this process checkpoints and records itself interrupted (its own
+        # handler, preemption.GracefulStop); between trials the sweep stops at once. Either way one line, exit 75,
+        # and the same command resumes.
+        with GracefulStop() as stop:
+            stop.phase = "the sweep"
+            if conf.n_jobs == 1:
+                self.work()  # in this thread, the only one Python delivers signals to
+            else:  # trials in other processes (submitit, Ray): a thread waits on each
+                workers = [threading.Thread(target=self.work, daemon=True) for _ in range(conf.n_jobs)]
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
         self.write_results()
         refresh(self.sweep_dir.path)
+        if self.interrupted is not None:
+            raise RunInterrupted(f"the sweep stopped: trial {self.interrupted[0]} was interrupted "
+                                 f"({self.interrupted[1]}); run the same command again to resume it")
         failed, budget = len(self.failed()), conf.max_failure_rate * conf.n_trials
         if failed > budget:
             raise RuntimeError(f"{failed} trials failed, more than max_failure_rate x n_trials ({budget:g}); "
                                f"see {self.sweep_dir.trials}")
+
+    def start_ray_once(self) -> None:
+        """hydra/launcher=ray starts Ray in each launch when it is not running yet; with n_jobs > 1 the worker
+        threads would race to start it ("Perhaps you called ray.init twice by accident?"). Start it here, once,
+        with the launcher's own `ray.init` settings."""
+        launcher = self.config.hydra.launcher
+        if not str(launcher.get("_target_", "")).endswith("RayLauncher"):
+            return
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(**OmegaConf.to_container(launcher.ray.init, resolve=True))
 
     def check(self, conf) -> None:
         """Settings that cannot work, before anything is written."""
@@ -280,7 +308,6 @@ class OptunaSweeper(Sweeper):
         run finds the checkpoint (trainer.resume_from_checkpoint: auto) and goes on from it."""
         import optuna
 
-        from sft_sweep.preemption import newest_complete
 
         host = socket.gethostname()
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -293,13 +320,26 @@ class OptunaSweeper(Sweeper):
             # the mark before the state: then it is final
             storage.set_trial_user_attr(t._trial_id, Status.INTERRUPTED.value, True)
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            run_dir = self.sweep_dir.trial(t.number)
-            run_dir.set_status(Status.INTERRUPTED, error="its sweep worker stopped while it ran")
-            self.record(t.number, t.params, Status.INTERRUPTED, reason="its sweep worker stopped while it ran")
-            log.warning("optuna: trial %d was interrupted (worker %s gone): counted failed, owed again",
-                        t.number, t.user_attrs.get("worker"))
-            if newest_complete(run_dir.checkpoints):  # its parameters next: that trial resumes from the checkpoint
-                self.study.enqueue_trial(t.params)
+            self.sweep_dir.trial(t.number).set_status(Status.INTERRUPTED, error="its sweep worker stopped while it ran")
+            self.interrupt(t, "its sweep worker stopped while it ran")
+            log.warning("optuna: trial %d was interrupted (worker %s gone): owed again", t.number,
+                        t.user_attrs.get("worker"))
+
+    def interrupt(self, trial, reason: str, run_dir=None) -> None:
+        """Record a trial that stopped before its end as interrupted: owed again (not counted toward n_trials, nor
+        failed), and, if it saved a checkpoint, its parameters asked next so that trial resumes from it
+        (trainer.resume_from_checkpoint: auto finds the same command's checkpoint beside it)."""
+        import optuna
+
+        from sft_sweep.preemption import newest_complete
+
+        storage = self.study._storage
+        if storage.get_trial(trial._trial_id).state.is_finished() is False:
+            storage.set_trial_user_attr(trial._trial_id, Status.INTERRUPTED.value, True)  # first: then it is final
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        self.record(trial.number, trial.params, Status.INTERRUPTED, run_dir=run_dir, reason=reason)
+        if newest_complete((RunDir(run_dir) if run_dir else self.sweep_dir.trial(trial.number)).checkpoints):
+            self.study.enqueue_trial(trial.params)
 
     # --- one trial -----------------------------------------------------------------------------------------
     def run(self, trial) -> None:
@@ -312,12 +352,18 @@ class OptunaSweeper(Sweeper):
         try:
             [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             error = ret._return_value if ret.status == JobStatus.FAILED else None
-        except Exception as exc:  # the launcher itself failed (a cluster refused the job, say)
+        except Exception as exc:  # the launcher itself failed (a cluster refused the job, say), or a signal
             ret, error = None, exc
         finally:
             beating.set()
             heartbeat.join()
         value = ret.return_value if ret is not None and error is None else None
+        run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg else None
+        if isinstance(error, RunInterrupted):  # a signal: the trial is owed again, and resumes from its checkpoint
+            self.interrupt(trial, str(error).splitlines()[0], run_dir)
+            if type(self.launcher).__name__ == "BasicLauncher":  # the signal was this process's: the sweep stops
+                self.stop, self.interrupted = True, (trial.number, str(error).splitlines()[0])
+            return
         reason = None
         if isinstance(error, TrialPruned):
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
@@ -331,7 +377,6 @@ class OptunaSweeper(Sweeper):
             trial.set_user_attr("reason", reason)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             status = Status.DIVERGED if isinstance(error, RunDiverged) else Status.FAILED
-        run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg else None
         self.record(trial.number, trial.params, status, run_dir=run_dir, overrides=overrides,
                     value=value if status == Status.COMPLETED else None, reason=reason)
 

@@ -25,6 +25,7 @@ class RunData:
     train: Dataset  # token ids + assistant masks
     eval: Dataset | None  # None: no evaluation set (data.val_ratio=0 data.min_val_size=0)
     validation_rows: list[dict]  # the eval set as chat rows, for answer-level evaluation
+    fingerprint: str  # of the tokenized data (its cache key): a checkpoint resumes only on the same data
 
 
 def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = False) -> RunData:
@@ -40,9 +41,9 @@ def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = F
             log.warning("data: skipped %d bad rows (see %s/report.json)", report["rows_rejected"], folder)
         return train, validation
 
-    train, evaluation, _ = cached_tokenize(fp, rows, tokenizer, data_cfg["cache_dir"], max_length, packing,
-                                           masking_config(data_cfg))
+    train, evaluation, folder = cached_tokenize(fp, rows, tokenizer, data_cfg["cache_dir"], max_length, packing,
+                                                masking_config(data_cfg))
     log.info("data: %d train / %d eval sequences%s", len(train), len(evaluation),
              "" if len(evaluation) else " (no evaluation: every row trains)")
     validation_rows = (prepared or prepare(data_cfg, fp))[1]  # read back from the prepared cache
-    return RunData(train, evaluation if len(evaluation) else None, validation_rows)
+    return RunData(train, evaluation if len(evaluation) else None, validation_rows, folder.name)

@@ -1,0 +1,161 @@
+"""Ctrl-C and SIGTERM at every moment of a run and a sweep: setup, the evaluation before training, training (an
+Optuna trial in the sweeper's process), the end-of-run evaluation, an ASHA sweep. Each ends in one line, exit code
+75, the manifest `interrupted`, a checkpoint where training could make one -- and the same command resumes."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import TINY, env_without_network
+
+pytestmark = pytest.mark.slow
+RUN = [*TINY, "trainer.logging_steps=1", "trainer.save_steps=4", "trainer.save_total_limit=null", "eval.max_samples=4",
+       "eval.probes=[]", "eval.general_path=null"]
+# The entrypoint with one moment of the run held: the named function writes the marker file, then waits (so a
+# signal lands there); training steps are slowed a little so a signal lands mid-training too.
+HELD = """
+import os, pathlib, runpy, sys, time, transformers
+from sft_sweep import evaluation, recipe
+marker, where = sys.argv[1], sys.argv[2]
+def hold(function):
+    def held(*a, **k):
+        pathlib.Path(marker).write_text("held")
+        time.sleep(60)
+        return function(*a, **k)
+    return held
+if where == "setup":
+    recipe.build_datasets = hold(recipe.build_datasets)
+elif where == "before":
+    evaluation.Evaluation.before = hold(evaluation.Evaluation.before)
+elif where == "after":
+    evaluation.Evaluation.after = hold(evaluation.Evaluation.after)
+step = transformers.Trainer.training_step
+def slow(self, *a, **k):
+    time.sleep(0.2)
+    return step(self, *a, **k)
+transformers.Trainer.training_step = slow
+sys.argv = ["sft_sweep", *sys.argv[3:]]
+runpy.run_module("sft_sweep", run_name="__main__")
+"""
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def start(tmp_path, where: str, *args) -> tuple[subprocess.Popen, object]:
+    marker = tmp_path / f"held-{where}"
+    proc = subprocess.Popen([sys.executable, "-c", HELD, str(marker), where, *args], cwd=tmp_path,
+                            env=env_without_network(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, marker
+
+
+def wait_for(path, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.1)
+
+
+def ends_in_one_line(proc, timeout=120) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 75, err[-3000:]
+    assert "Traceback" not in err and "Traceback" not in out
+    [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line == err.strip().splitlines()[-1]
+    return line
+
+
+@pytest.mark.parametrize("where, sig, phase", [("setup", signal.SIGINT, "setup"),
+                                               ("before", signal.SIGTERM, "the evaluation before training")])
+def test_a_signal_before_training_stops_at_once_and_the_command_starts_again(where, sig, phase, tmp_path):
+    run_dir = tmp_path / "run"
+    proc, marker = start(tmp_path, where, f"hydra.run.dir={run_dir}", *RUN)
+    wait_for(marker, proc)
+    proc.send_signal(sig)
+    line = ends_in_one_line(proc)
+    assert line == f"error: stopped by {sig.name} during {phase}; run the same command again to resume"
+    manifest = read(run_dir / "run_manifest.json")
+    assert manifest["status"] == "interrupted"
+    assert manifest["error"].startswith(f"RunInterrupted: stopped by {sig.name}")
+    assert not list(run_dir.glob("checkpoints/checkpoint-*"))  # nothing trained, nothing to save
+    again = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={run_dir}", *RUN], cwd=tmp_path,
+                           env=env_without_network(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert read(run_dir / "run_manifest.json")["status"] == "completed"
+
+
+def test_a_signal_in_the_end_of_run_evaluation_resumes_from_the_last_step_without_training_again(tmp_path):
+    reference = tmp_path / "reference"
+    done = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={reference}", *RUN], cwd=tmp_path,
+                          env=env_without_network(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    proc, marker = start(tmp_path, "after", f"hydra.run.dir={run_dir}", *RUN)
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert ends_in_one_line(proc) == ("error: stopped by SIGTERM during the end-of-run evaluation; run the same "
+                                      "command again to resume")
+    assert read(run_dir / "run_manifest.json")["status"] == "interrupted"
+    assert (run_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").is_file()  # the last step, saved
+    again = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={run_dir}", *RUN], cwd=tmp_path,
+                           env=env_without_network(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    log = (run_dir / "train.log").read_text()
+    assert "checkpoint-12 is the run's last step: its weights, no more training" in log
+    resumed, uninterrupted = read(run_dir / "metrics.json"), read(reference / "metrics.json")
+    assert resumed["global_step"] == 12 and resumed["eval_loss"] == uninterrupted["eval_loss"]  # the same model
+    assert read(run_dir / "run_manifest.json")["status"] == "completed"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_an_optuna_trial_checkpoints_it_and_the_same_command_resumes_it(sig, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep_args = ["-m", "hparams_search=optuna", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2",
+                  "hydra/sweeper/pruner=none", *RUN, "trainer.max_steps=16", "trainer.eval_steps=8",
+                  "trainer.save_strategy=steps", "eval.enabled=false"]
+    proc, _ = start(tmp_path, "nowhere", *sweep_args)
+    wait_for(sweep / "0" / "checkpoints" / "checkpoint-4" / "trainer_state.json", proc)
+    proc.send_signal(sig)
+    line = ends_in_one_line(proc)
+    assert line.startswith(f"error: the sweep stopped: trial 0 was interrupted (stopped by {sig.name} at step ")
+    assert line.endswith("run the same command again to resume it")
+    [row] = [json.loads(r) for r in (sweep / "trials.jsonl").read_text().splitlines()]
+    assert row["trial"] == 0 and row["status"] == "interrupted"
+    assert read(sweep / "0" / "run_manifest.json")["status"] == "interrupted"
+    saved = max(int(p.name.split("-")[1]) for p in (sweep / "0" / "checkpoints").glob("checkpoint-*"))
+    assert 4 < saved < 16  # saved at the step where it stopped
+    again = subprocess.run([sys.executable, "-m", "sft_sweep", *sweep_args], cwd=tmp_path, env=env_without_network(),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = {r["trial"]: r for r in map(json.loads, (sweep / "trials.jsonl").read_text().splitlines())}
+    assert [(n, rows[n]["status"]) for n in sorted(rows)] == [(0, "interrupted"), (1, "completed"), (2, "completed")]
+    assert rows[1]["params"] == row["params"]  # the interrupted trial's parameters ran next...
+    assert f"resuming from {sweep / '0' / 'checkpoints' / f'checkpoint-{saved}'} (step {saved})" in (
+        sweep / "1" / "train.log").read_text()  # ...from its checkpoint
+
+
+def test_sigterm_to_an_asha_sweep_is_one_line_and_the_same_command_resumes_it(tmp_path):
+    """Ray Tune stops gently on Ctrl-C by itself; SIGTERM (a scheduler's, a `kill`) must do the same."""
+    sweep = tmp_path / "asha"
+    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=2",
+               f"hydra.sweep.dir={sweep}", "hydra.sweeper.ray_init.num_cpus=1", *RUN, "trainer.max_steps=200",
+               "trainer.eval_steps=100", "eval.enabled=false"]
+    env = {**env_without_network(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(sweep / "0" / "run_manifest.json", proc)
+    time.sleep(5)  # the trial is training
+    proc.send_signal(signal.SIGTERM)
+    line = ends_in_one_line(proc, timeout=180)
+    assert line.startswith("error: the ASHA sweep stopped by SIGTERM with ") and " of 2 trials ended" in line
+    assert line.endswith("run the same command again to resume it")
+    assert not (sweep / "optimization_results.yaml").exists()
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming the ASHA sweep" in again.stdout + again.stderr
+    assert (sweep / "optimization_results.yaml").is_file()
