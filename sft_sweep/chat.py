@@ -13,6 +13,7 @@ import yaml
 from transformers import TextStreamer
 
 from sft_sweep.config import parse_cli_args
+from sft_sweep.console import cli_logging
 from sft_sweep.errors import UserError
 from sft_sweep.evaluation import probe_question
 from sft_sweep.masking import end_of_turn_token
@@ -39,6 +40,7 @@ def run_probes(run_dir: RunDir) -> list:
 def main(argv: list[str]) -> int:
     try:
         args = parse_cli_args(argv, __doc__, ("run_dir",), {"max_new_tokens": "256", "probes": "true"})
+        cli_logging()
         run_dir = RunDir(args["run_dir"])
         model, tokenizer = run_dir.load_model()
     except UserError as exc:

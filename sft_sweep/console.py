@@ -56,6 +56,16 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
+def cli_logging() -> None:
+    """For the small CLIs (data, evaluate, export, chat): our log lines on stderr, the libraries' quiet."""
+    if not logging.getLogger().handlers:  # (a caller that configured logging keeps its own)
+        handler = logging.StreamHandler()
+        handler.addFilter(OurLines())
+        handler.setFormatter(ConsoleFormatter("%(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+    quiet_libraries()
+
+
 def duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 3600:

@@ -5,22 +5,22 @@
     python -m sft_sweep.evaluate model=qwen3_4b data=sample                 # a base model, untrained
 
 The config is the run's own (its command-line overrides re-applied to conf/), plus yours.
-Writes evaluation.json + evaluation_samples.jsonl into the run dir (or outputs/eval/<time>/).
+Writes evaluation.json + evaluation_samples.jsonl into the run dir (or outputs/eval/<time>/); with other
+data, beside them: evaluation-data=alpaca.json (the run's own evaluation is never overwritten).
 """
 
-import json
 import sys
 import tempfile
 import time
 
-from sft_sweep import config
+from sft_sweep import config, console
 from sft_sweep import metric_names as names
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import UserError
 from sft_sweep.evaluation import answer_eval, perplexity, probe_answers, probe_question, write_samples
 from sft_sweep.model import base_model_path, build_model, build_tokenizer
 from sft_sweep.packing import BlockDiagonalCollator
-from sft_sweep.run_dir import RunDir
+from sft_sweep.run_dir import RunDir, write_json
 
 SHOWN = (names.PERPLEXITY, names.JSON_VALIDITY, names.JSON_KEY_MATCH, names.EXACT_MATCH, names.EXACT_MATCH_BY_TAG,
          names.USABILITY, names.ANSWER_DIVERSITY, names.N_SAMPLES)
@@ -33,34 +33,37 @@ def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
     c = config.plain(config.compose(base + rest))
     if run_dir is not None:
         model, tokenizer = run_dir.load_model()
-        out = run_dir
+        out, samples_out = run_dir.evaluation_files(rest)
     else:
         tokenizer = build_tokenizer(c["model"])
         model = build_model(c["model"], None, base_model_path(c["model"], tokenizer, tempfile.mkdtemp()))
-        out = RunDir(f"outputs/eval/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+        out, samples_out = RunDir(f"outputs/eval/{time.strftime('%Y-%m-%d_%H-%M-%S')}").evaluation_files([])
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"])
+    if data.eval is None:
+        raise UserError("no evaluation set (data.val_ratio=0 data.min_val_size=0): set data.eval_path or a split")
     scores, samples = answer_eval(model, tokenizer, data.validation_rows, c["eval"])
     result = {names.PERPLEXITY: perplexity(model, data.eval, BlockDiagonalCollator(tokenizer.pad_token_id),
                                            c["eval"]["batch_size"]),
               **scores, names.PROBES: dict(zip(map(probe_question, c["eval"]["probes"]),
                                                probe_answers(model, tokenizer, c["eval"]))),
-              "data": [s["path"] for s in c["data"]["sources"]]}
-    out.path.mkdir(parents=True, exist_ok=True)
-    out.evaluation.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_samples(out.evaluation_samples, samples)
+              "data": [s["path"] for s in c["data"]["sources"]], "overrides": rest}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, result)
+    write_samples(samples_out, samples)
     return result, out
 
 
 def main(argv: list[str]) -> int:
     try:
         config.parse_cli_args([a for a in argv if a in ("-h", "--help")], __doc__)
+        console.cli_logging()
         result, out = evaluate(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for key in SHOWN:
         print(f"{key}: {result[key]}")
-    print(f"written to {out.evaluation}")
+    print(f"written to {out}")
     return 0
 
 

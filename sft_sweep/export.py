@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sft_sweep.config import parse_cli_args
+from sft_sweep.console import cli_logging
 from sft_sweep.errors import UserError
 from sft_sweep.run_dir import RunDir
 
@@ -27,6 +28,7 @@ def export(run_dir: RunDir, dtype: str = "auto") -> Path:
 def main(argv: list[str]) -> int:
     try:
         args = parse_cli_args(argv, __doc__, ("run_dir",), {"dtype": "auto"})
+        cli_logging()
         out = export(RunDir(args["run_dir"]), args["dtype"])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

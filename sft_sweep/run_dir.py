@@ -10,7 +10,8 @@
       log_history.json            every logged train/eval record
       monitor_events.jsonl        training-monitor events
       probes.md, eval_samples.jsonl                        the end-of-run evaluation
-      evaluation.json, evaluation_samples.jsonl            `python -m sft_sweep.evaluate`
+      evaluation.json, evaluation_samples.jsonl            `python -m sft_sweep.evaluate` (other data: beside them,
+                                                           evaluation-<overrides>.json)
       tune_progress.jsonl         an ASHA trial's reports
       merged/                     `python -m sft_sweep.export`
       report.html                 curves, events, probes, evaluation (`python -m sft_sweep.report`)
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import shlex
 import socket
@@ -148,6 +150,15 @@ class RunDir:
     merged = property(lambda self: self.path / "merged")
     report = property(lambda self: self.path / "report.html")
     metrics = property(lambda self: self.path / "metrics.json")
+
+    def evaluation_files(self, overrides: list[str]) -> tuple[Path, Path]:
+        """Where `python -m sft_sweep.evaluate` writes (evaluation.json, evaluation_samples.jsonl): those names for
+        the run's own data, and beside them, named by the overrides, for any other (data=alpaca ->
+        evaluation-data=alpaca.json): an evaluation on other data never overwrites the run's own."""
+        if not overrides:
+            return self.evaluation, self.evaluation_samples
+        tag = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(overrides))[:120]
+        return self.path / f"evaluation-{tag}.json", self.path / f"evaluation_samples-{tag}.jsonl"
 
     def weights(self, lora: bool) -> Path:
         return self.adapter if lora else self.full_model
@@ -355,7 +366,8 @@ class RefuseFinishedRunDir(Callback):
 # --- what the manifest records ----------------------------------------------------------------------
 def pasteable_command() -> str | None:
     """The command that runs this run again, as a user would type it: the sweep's sampled values
-    included, `hparams_search=...` left out (that would start a sweep). None outside a Hydra job."""
+    included, `hparams_search=...` left out (that would start a sweep), under torchrun when the run had
+    several processes (launch/multi_gpu.sh). None outside a Hydra job."""
     from hydra.core.hydra_config import HydraConfig
 
     from sft_sweep.config import CONF_DIR
@@ -368,7 +380,9 @@ def pasteable_command() -> str | None:
     if Path(main).resolve() != Path(CONF_DIR).resolve() or hc.job.config_name != "config":
         args += ["--config-path", main, "--config-name", hc.job.config_name]
     args += [o for o in hc.overrides.task if not o.startswith(("hparams_search=", "+hydra="))]
-    return shlex.join(["python", "-m", "sft_sweep", *args])
+    launcher = ["python"] if dist.world_size() == 1 else [
+        "torchrun", "--standalone", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', dist.world_size())}"]
+    return shlex.join([*launcher, "-m", "sft_sweep", *args])
 
 
 def git_state() -> dict:

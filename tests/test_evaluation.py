@@ -1,6 +1,8 @@
 """Evaluation of real runs: standalone evaluate, merge/export equality, chat driven as a terminal."""
 
 import json
+import os
+import subprocess
 import sys
 
 import pexpect
@@ -52,6 +54,13 @@ def test_evaluate_run_dir_reproduces_the_runs_metrics(run, capsys):
     assert result["eval_perplexity"] == pytest.approx(m["eval_perplexity"], rel=1e-5)
     assert result["eval_json_validity"] == m["eval_json_validity"] and result["eval_usability"] == m["eval_usability"]
     assert "eval_perplexity:" in capsys.readouterr().out
+    # on other data: beside the run's own evaluation, never over it
+    own = (run / "evaluation.json").read_text()
+    assert evaluate_cli([f"run_dir={run}", "data=alpaca", "eval.max_samples=4"]) == 0
+    other = json.loads((run / "evaluation-data=alpaca,eval.max_samples=4.json").read_text())
+    assert other["eval_n_samples"] == 4 and other["overrides"] == ["data=alpaca", "eval.max_samples=4"]
+    assert len((run / "evaluation_samples-data=alpaca,eval.max_samples=4.jsonl").read_text().splitlines()) == 4
+    assert (run / "evaluation.json").read_text() == own
 
 
 def test_evaluate_a_base_model(tmp_path, monkeypatch):
@@ -121,3 +130,35 @@ def test_forgetting_check_measures_general_chat_before_and_after(run):
     assert before == pytest.approx(m["before_eval_general_perplexity"], rel=1e-4)
     assert general_perplexity(model, tokenizer, general, 256, 16) == pytest.approx(m["eval_general_perplexity"],
                                                                                     rel=1e-4)
+
+
+MEMORY = """
+import resource, sys, torch
+from datasets import Dataset
+from transformers import AutoConfig, AutoModelForCausalLM
+from sft_sweep.evaluation import perplexity
+from sft_sweep.packing import BlockDiagonalCollator
+torch.manual_seed(0)
+config = AutoConfig.for_model("qwen3", vocab_size=151669, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+model = AutoModelForCausalLM.from_config(config).eval()
+rows = torch.randint(0, 151669, (8, 1024)).tolist()
+data = Dataset.from_dict({"input_ids": rows, "assistant_masks": [[1] * 1024] * 8})
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
+before = rss()
+value = perplexity(model, data, BlockDiagonalCollator(0), batch_size=8)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(value, before, peak)
+"""
+
+
+@pytest.mark.slow
+def test_perplexity_on_a_real_vocabulary_stays_in_bounded_memory():
+    """A 151,669-token vocabulary (Qwen3's), one batch of 8 x 1024 trained positions: full logits would be 5 GB,
+    with their log-softmax copy 10 GB. Scored in chunks of trained positions, it needs well under 1.5 GB more."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    value, before, peak = proc.stdout.split()[-3:]
+    assert 1e4 < float(value) < 1e7  # a random model's perplexity: about the vocabulary's size
+    assert int(peak) - int(before) < 1.5 * 2**30, (int(peak) - int(before)) / 2**30

@@ -23,8 +23,12 @@ def test_data_check_prints_the_recommendation(capsys):
     out = capsys.readouterr().out
     # 2,157 task rows + 80 general rows resampled to 90%, 10% held out: 1,811 training rows
     assert "source general: 80 valid" in out
-    assert ("recommended for 1811 training rows: 5-8 epochs at learning rate 1e-05 (trainer=auto_by_size applies "
-            "num_train_epochs=6, optim.learning_rate=1e-05)") in out
+    assert ("recommended for 1811 training rows: 5-8 epochs at learning rate 1e-05 for full fine-tuning "
+            "(trainer=auto_by_size applies num_train_epochs=6, optim.learning_rate=0.005; with LoRA, the preset's rate "
+            "0.005 x1)") in out
+    assert data_cli(["check", "data=sample_with_general", "lora=none", "model=qwen3_4b",
+                     "model.tokenizer=${asset:tiny_tokenizer}"]) == 0
+    assert "optim.learning_rate=1e-05)" in capsys.readouterr().out  # full fine-tuning: the table's own rate
 
 
 def test_auto_by_size_sets_epochs_and_learning_rate_over_the_preset(tmp_path):
@@ -33,6 +37,7 @@ def test_auto_by_size_sets_epochs_and_learning_rate_over_the_preset(tmp_path):
     assert c["trainer"]["num_train_epochs"] == 7 and c["optim"]["learning_rate"] == 5e-3  # the tiny preset's
     trainer, _ = setup(c, RunDir(tmp_path))
     assert len(trainer.train_dataset) == 2141  # 2,157 rows less the 16 held out
-    assert trainer.args.num_train_epochs == 4 and trainer.args.learning_rate == 5e-6
+    # LoRA: the preset's rate, halved as the table halves its rate from 2,000 rows (not the full fine-tuning 5e-6)
+    assert trainer.args.num_train_epochs == 4 and trainer.args.learning_rate == 2.5e-3
     with pytest.raises(UserError, match="trainer.by_data_size=true with trainer.max_steps=12"):
         setup(plain(*TINY, "trainer=auto_by_size", "trainer.max_steps=12"), RunDir(tmp_path / "b"))

@@ -6,12 +6,13 @@
     python -m sft_sweep.data inspect data=sample model=tiny n=3   # rendered samples, trained tokens marked
 """
 
+import math
 import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
-from sft_sweep import config, sizing
+from sft_sweep import config, console, sizing
 from sft_sweep.data.formats import suggest_field_map
 from sft_sweep.data.prepare import TooFewRows, prepare, run_pipeline
 from sft_sweep.data.sources import read_source
@@ -41,6 +42,8 @@ def percentiles(values: list[int]) -> str:
 
 
 def check(cfg: dict) -> None:
+    from sft_sweep.data.tokenize import encode_row, masking_config
+    from sft_sweep.masking import end_of_turn_token
     from sft_sweep.model import build_tokenizer
 
     data = {**cfg["data"], "on_error": "skip"}  # report every problem instead of stopping at the first
@@ -52,31 +55,56 @@ def check(cfg: dict) -> None:
         raise
     rows = train + validation
     tokenizer = build_tokenizer(cfg["model"])
-    roles, turns, lengths = Counter(), [], []
-    for row in rows:
-        if row["messages"] is None:
-            lengths.append(len(tokenizer(row["text"])["input_ids"]))
-            continue
-        roles.update(m["role"] for m in row["messages"])
-        turns.append(len(row["messages"]))
-        lengths.append(len(tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=True,
-                                                         return_dict=True)["input_ids"]))
+    masking, eot, max_length = masking_config(cfg["data"]), end_of_turn_token(tokenizer), cfg["trainer"]["max_length"]
+    roles, turns, lengths, fate = Counter(), [], [], {}
+    for split_name, split_rows in (("train", train), ("validation", validation)):
+        fate[split_name] = Counter()
+        for row in split_rows:
+            if row["messages"] is not None:
+                roles.update(m["role"] for m in row["messages"])
+                turns.append(len(row["messages"]))
+            # exactly as training tokenizes it (data/tokenize.py): cut at max_length, dropped without a trained token
+            enc = encode_row(tokenizer, row, masking, eot)
+            lengths.append(len(enc.input_ids))
+            fate[split_name]["whole" if len(enc.input_ids) <= max_length else
+                             "cut" if any(enc.assistant_masks[:max_length]) else "dropped"] += 1
     print(f"rows: {len(rows)} valid ({report['train_rows']} train, {report['validation_rows']} validation), "
           f"{report['rows_rejected']} rejected")
     for name, s in report["sources"].items():
         print(f"  source {name}: {s['rows_valid']} valid, {s['duplicates_within']} duplicates within, "
               f"{s['duplicates_across_sources']} duplicates of earlier sources, {s['rows_kept']} kept")
+    print(validation_line(cfg["data"], report))
     print(f"turns per conversation: mean {statistics.mean(turns) if turns else 0:.2f}, max {max(turns, default=0)}; "
           f"roles: {dict(roles)}")
-    print(f"length in tokens ({cfg['model']['tokenizer'] or cfg['model']['name_or_path']}): {percentiles(lengths)}")
-    print(sizing.describe(report["train_rows"]))
-    max_length = cfg["trainer"]["max_length"]
-    too_long = [n for n in lengths if n > max_length]
-    if too_long:
-        print(f"warning: {len(too_long)} of {len(lengths)} rows ({len(too_long) / len(lengths):.1%}) are longer than "
-              f"trainer.max_length={max_length} tokens (longest {max(too_long)}) and will be cut there; raise "
-              f"trainer.max_length (e.g. trainer.max_length={2 ** max(too_long).bit_length()}) to keep them whole")
+    print(f"length in tokens ({cfg['model']['tokenizer'] or cfg['model']['name_or_path']}): "
+          f"{percentiles(lengths)}")
+    for split_name, counts in fate.items():
+        n = sum(counts.values())
+        print(f"{split_name} at trainer.max_length={max_length}: {counts['whole']} of {n} rows whole, {counts['cut']} "
+              f"cut (their tokens after it do not train), {counts['dropped']} dropped (no answer token within it)")
+    if any(counts["cut"] or counts["dropped"] for counts in fate.values()):
+        longest = max(lengths)
+        print(f"warning: training will cut {fate['train']['cut']} and drop {fate['train']['dropped']} of "
+              f"{len(train)} train rows (evaluation: cut {fate['validation']['cut']}, drop "
+              f"{fate['validation']['dropped']} of {len(validation)}); raise trainer.max_length (e.g. "
+              f"trainer.max_length={2 ** longest.bit_length()}, the longest row is {longest}) to keep them whole")
+    print(sizing.describe(report["train_rows"], bool(cfg["lora"]), cfg["optim"]["learning_rate"]))
     print_problems(report)
+
+
+def validation_line(data_cfg: dict, report: dict) -> str:
+    """How many rows went to validation, and which setting decided it (mixing.split's rule)."""
+    n_val, total = report["validation_rows"], report["train_rows"] + report["validation_rows"]
+    if data_cfg.get("eval_path"):
+        return f"validation: {n_val} rows from data.eval_path={data_cfg['eval_path']} (none of them trains)"
+    if not n_val:
+        return "validation: none (data.val_ratio=0 data.min_val_size=0): every row trains, nothing is evaluated"
+    by_ratio = math.ceil(data_cfg["val_ratio"] * total)
+    rule = (f"never more than half of the {total} rows" if n_val == total // 2 and n_val < max(by_ratio,
+            data_cfg["min_val_size"]) else f"data.min_val_size={data_cfg['min_val_size']}"
+            if data_cfg["min_val_size"] > by_ratio else f"data.val_ratio={data_cfg['val_ratio']}")
+    return (f"validation: {n_val} of {total} rows held out ({rule}; data.val_ratio={data_cfg['val_ratio']} alone "
+            f"would hold out {by_ratio}); lower data.min_val_size / data.val_ratio to train on more of them")
 
 
 def print_problems(report: dict) -> None:
@@ -136,6 +164,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE.strip())
         return 0
+    console.cli_logging()
     if not argv or argv[0] not in ("check", "prepare", "inspect"):
         print(USAGE.strip(), file=sys.stderr)
         return 2

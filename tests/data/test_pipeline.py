@@ -1,6 +1,7 @@
 """The whole pipeline: counts after dedup and mixing, exports, caches, the CLI."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -131,3 +132,34 @@ def test_prepare_and_inspect_cli(tmp_path, capsys):
     assert out.count("tokens trained)") == 2 and "[[" in out and "<|im_end|>]]" in out
     assert data_cli(["prepare", "data=local", "data.path=/nope.jsonl"]) == 2
     assert "error: data file not found: /nope.jsonl" in capsys.readouterr().err
+
+
+def test_check_says_exactly_what_training_will_cut_drop_and_hold_out(tmp_path, capsys, tok):
+    """`data check`'s counts are training's own: rows cut at max_length, rows dropped for having no answer token
+    within it (data/tokenize.py), and the validation share with the setting that decided it."""
+    words = " ".join(f"word{i}" for i in range(200))
+    rows = ([{"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                           {"role": "assistant", "content": str(i + 1)}]} for i in range(6)]
+            + [{"messages": [{"role": "user", "content": f"{words} {i}"},  # the answer lies beyond 256 tokens
+                             {"role": "assistant", "content": "ok"}]} for i in range(4)]
+            + [{"messages": [{"role": "user", "content": f"Repeat {i}."},  # a long answer: cut, still trained
+                             {"role": "assistant", "content": f"{words} {i}"}]} for i in range(4)])
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["check", str(path), f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_length=256",
+            "data.min_val_size=4"]
+    assert data_cli(args) == 0
+    out = capsys.readouterr().out
+    assert "validation: 4 of 14 rows held out (data.min_val_size=4; data.val_ratio=0.1 alone would hold out 2)" in out
+    counts = {split: re.search(rf"^{split} at trainer.max_length=256: (\d+) of (\d+) rows whole, (\d+) cut .*, (\d+) "
+                               rf"dropped", out, re.M).groups() for split in ("train", "validation")}
+    train, validation, _ = run_pipeline(data_cfg(tmp_path, "data=local", f"data.path={path}", "data.min_val_size=4"))
+    from sft_sweep.data.tokenize import masking_config, tokenize_rows
+
+    masking = masking_config(data_cfg(tmp_path))
+    for split, split_rows in (("train", train), ("validation", validation)):
+        whole, n, cut, dropped = map(int, counts[split])
+        assert n == len(split_rows) and whole + cut + dropped == n
+        assert len(tokenize_rows(split_rows, tok, 256, masking, split)) == whole + cut  # training keeps these
+    assert sum(int(counts[s][3]) for s in counts) == 4 and sum(int(counts[s][2]) for s in counts) == 4
+    assert "warning: training will cut" in out
