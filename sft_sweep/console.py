@@ -73,7 +73,7 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def summary(metrics: dict, commands: dict, optimized_metric: str) -> str:
+def summary(metrics: dict, commands: dict, optimized: list[str]) -> str:
     """The end-of-run table: key metrics, then the commands to reproduce, evaluate, export and chat."""
     def num(v, spec=".4f"):
         return "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
@@ -86,7 +86,7 @@ def summary(metrics: dict, commands: dict, optimized_metric: str) -> str:
     by_kind, by_kind_before = metrics.get(names.EXACT_MATCH_BY_TAG) or {}, \
         metrics.get(names.before(names.EXACT_MATCH_BY_TAG)) or {}
     rows = [
-        (optimized_metric, num(metrics.get(optimized_metric))),
+        *((name, num(metrics.get(name))) for name in optimized),
         ("eval loss first -> last",
          f"{num(metrics.get(names.FIRST_EVAL_LOSS))} -> {num(metrics.get(names.EVAL_LOSS))}"),
         ("exact match before -> after", before_after(names.EXACT_MATCH)),

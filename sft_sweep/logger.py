@@ -10,6 +10,9 @@ import netrc
 import os
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
 from sft_sweep import dist
 from sft_sweep import metric_names as names
 from sft_sweep.run_dir import RunDir
@@ -102,6 +105,17 @@ def record(run, metrics: dict, evaluation=None) -> None:
         run.log({"eval/samples": wandb.Table(columns=columns, data=[[s.get(c) for c in columns]
                                                                    for s in evaluation.samples]),
                  "eval/probes": wandb.Table(columns=["probe", "before", "after"], data=evaluation.probe_table())})
+
+
+class SweepSummary(Callback):
+    """Hydra callback of the sweep presets (hparams_search/*.yaml): when a sweep ends, its W&B summary run."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from sft_sweep.run_dir import SweepDir
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        if SweepDir(sweep_dir).results.is_file():
+            log_sweep_summary(OmegaConf.to_container(config.logger, resolve=True), sweep_dir)
 
 
 def log_sweep_summary(logger_cfg: dict, sweep_dir: Path) -> None:

@@ -31,12 +31,14 @@ def unwrap(model):
 
 
 def supports_trained_positions_loss(model) -> bool:
-    """A causal LM whose logits are a plain linear projection of its last hidden states."""
+    """A causal LM whose logits are a plain linear projection of its last hidden states, in the model's dtype (TRL
+    casts a quantized model's trainable weights -- a head trained in full among them -- to bfloat16: its own
+    forward could not run that head on float32 hidden states, only TRL's loss, which casts)."""
     inner = unwrap(model)
     config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     return (head is not None and isinstance(getattr(head, "weight", None), torch.Tensor)
-            and getattr(head, "bias", None) is None
+            and getattr(head, "bias", None) is None and head.weight.dtype == inner.dtype
             and not any(getattr(config, key, None) for key in _SCALED_HEAD)
             and not getattr(config, "output_router_logits", False))
 
@@ -63,10 +65,12 @@ def nll_sum(model, inputs: dict) -> tuple[torch.Tensor, int]:
 
 
 def chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
-    """For each chunk of positions: (summed NLL, its float32 logits minus their log-sum-exp, i.e. log-probs)."""
+    """For each chunk of positions: (summed NLL, its float32 logits minus their log-sum-exp, i.e. log-probs).
+    The projection runs in the head's dtype, as the model's own head does (a QLoRA model's may differ from
+    its hidden states'); the softmax in float32."""
     chunk = max(1, CHUNK_ELEMENTS // weight.shape[0])
     for start in range(0, hidden.shape[0], chunk):
-        log_probs = torch.log_softmax((hidden[start:start + chunk] @ weight.t()).float(), dim=-1)
+        log_probs = torch.log_softmax((hidden[start:start + chunk].to(weight.dtype) @ weight.t()).float(), dim=-1)
         t = targets[start:start + chunk]
         yield -log_probs.gather(1, t[:, None]).sum(), log_probs
 
@@ -86,9 +90,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             # d(sum nll)/d logits = softmax - one_hot(target), made in place of the log-probs
             grad = log_probs.exp_()
             grad[torch.arange(n, device=grad.device), targets[start:start + n]] -= 1
-            grad = grad.to(hidden.dtype)
+            grad = grad.to(weight.dtype)
             if need_hidden:
-                grad_hidden[start:start + n] = grad @ weight
+                grad_hidden[start:start + n] = (grad @ weight).to(hidden.dtype)
             if need_weight:
                 grad_weight.addmm_(grad.t().float(), hidden[start:start + n].float())
             start += n

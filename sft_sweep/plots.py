@@ -152,6 +152,27 @@ def scatter(points: list[tuple], title: str, x_label: str, y_label: str, *, cate
     return svg(out)
 
 
+def pareto(points: list[tuple], front: list[str], x_label: str, y_label: str, directions: list[str]) -> str:
+    """Two objectives of a multi-objective sweep: every completed trial (x, y, label), the Pareto front's trials
+    in red joined by a line (sorted along the first objective)."""
+    pts = [(x, y, label) for x, y, label in points if finite(x) and finite(y)]
+    title = f"{y_label} ({directions[1]}) vs {x_label} ({directions[0]}), Pareto front in red"
+    if not pts:
+        return f'<p class="empty">{escape(title)}: no completed trials</p>'
+    ax = Axes([p[0] for p in pts], [p[1] for p in pts], pad_x=True)
+    out = ax.frame(title, x_label, y_label)
+    on_front = sorted((p for p in pts if p[2] in front), key=lambda p: p[0])
+    if len(on_front) > 1:
+        line = " ".join(f"{ax.px(x):.1f},{ax.py(y):.1f}" for x, y, _ in on_front)
+        out.append(f'<polyline points="{line}" fill="none" stroke="#d62728" stroke-width="1.4"/>')
+    for x, y, label in pts:
+        red = label in front
+        out.append(f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="{4.5 if red else 3.5}" '
+                   f'fill="{"#d62728" if red else "#1f77b4"}" fill-opacity="0.85"><title>{escape(str(label))}: '
+                   f'{fmt(x)}, {fmt(y)}</title></circle>')
+    return svg(out)
+
+
 def parallel(rows: list[dict], axes: list[str], color_key: str, title: str, lower_is_better: bool = True) -> str:
     """Parallel coordinates: one polyline per row over `axes` (numbers, or categories placed evenly);
     colored by `color_key` from best (dark) to worst (light)."""

@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from transformers import TrainerCallback
 
 from sft_sweep.errors import RunInterrupted, UserError
 from sft_sweep.run_dir import RunDir, checkpoint_stamp, checkpoints_newest_first, is_complete_checkpoint, read_json
+from sft_sweep.signals import StopOnSignal
 from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
@@ -116,50 +116,22 @@ def disk_full_is_an_error(checkpoints: str):
                            "free space and run the same command again")) from None
 
 
-class GracefulStop(TrainerCallback):
+class GracefulStop(StopOnSignal, TrainerCallback):
     """A run's SIGTERM / SIGINT, from its start to its end (`with GracefulStop() as stop:` in the recipe).
 
     During training the first signal lets the current step finish, saves a checkpoint and stops training;
     `raise_if_stopped` then ends the run (RunInterrupted: status interrupted, exit 75). Outside training --
     setup, the evaluation before training, the end-of-run evaluation -- there is no step to finish, so the
-    run stops at once, with the same status and exit code. A second signal stops at once in any phase.
-    The last training step always saves a checkpoint (unless trainer.save_strategy=no): a run interrupted in
-    its end-of-run evaluation resumes there, without training again. In a thread other than the main one
-    (where Python delivers no signal) the process's own handlers stay."""
+    run stops at once, with the same status and exit code (signals.StopOnSignal). A second signal stops at once
+    in any phase. The last training step always saves a checkpoint (unless trainer.save_strategy=no): a run
+    interrupted in its end-of-run evaluation resumes there, without training again."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.received = None
-        self.training = False
-        self.phase = "setup"  # what the run is doing, for the one-line message (the recipe says)
-        self.previous = {}
-
-    def __enter__(self) -> "GracefulStop":
-        try:
-            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
-        except ValueError:  # not the main thread
-            self.previous = {}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
-
-    def handle(self, signum, frame):
-        name = signal.Signals(signum).name
-        if self.received is not None:  # the second signal: at once
-            raise RunInterrupted(f"stopped at once by a second {name} during {self.phase}; run the same command "
-                                 f"again to resume from its newest checkpoint")
-        self.received = name
-        if not self.training:
-            raise RunInterrupted(f"stopped by {name} during {self.phase}; run the same command again to resume")
+    def noted(self, name: str) -> None:
         log.warning("%s received: saving a checkpoint after this step, then exiting (send it again to exit at once)",
                     name)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.training, self.phase = True, "training"
+        self.deferred, self.phase = True, "training"
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.received is not None:
@@ -169,7 +141,7 @@ class GracefulStop(TrainerCallback):
             control.should_save = True  # the final state: an interrupted end-of-run evaluation resumes from it
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.training = False
+        self.deferred = False
 
     def raise_if_stopped(self, state, checkpoints: Path) -> None:
         if self.received is not None:

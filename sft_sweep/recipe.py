@@ -19,7 +19,7 @@ from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
-from sft_sweep.optuna_trial import OptunaReporter, current_trial
+from sft_sweep.optuna_trial import OptunaReporter
 from sft_sweep.preemption import GracefulStop, resume_point
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> float:
             # --- record ----------------------------------------------------------------------------
             stop.phase = "the end-of-run evaluation"
             metrics = record(c, trainer, train_output, evaluation, run_dir, wandb_run)
-            return metrics.get(c["optimized_metric"])  # None without an evaluation set
+            return optimized(c, metrics)
         except BaseException as exc:
             run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/interrupted/...)
             raise
@@ -85,9 +85,9 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None, stop: GracefulStop | None = 
     stop = stop or GracefulStop()
     monitor = TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints) if c["monitor"][
         "enabled"] else None
-    reporter = (TuneReporter(run_dir.tune_progress) if in_tune_trial()  # an ASHA sweep: report each evaluation
-                else OptunaReporter(trial, c["optimized_metric"]) if (trial := current_trial(c["optimized_metric"]))
-                else None)  # an Optuna sweep: the same, to the trial's pruner
+    # an ASHA sweep: report each evaluation; an Optuna sweep: the same, to the trial's pruner
+    reporter = TuneReporter(run_dir.tune_progress) if in_tune_trial() else OptunaReporter.for_this_job(
+        c["optimized_metric"])
     callbacks = [stop, CheckpointRecords(base, pasteable_command(), data.fingerprint),
                  *(cb for cb in (monitor, reporter) if cb)]
     trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=data.eval,
@@ -120,8 +120,9 @@ def record(c: dict, trainer: Trainer, train_output: dict, evaluation: Evaluation
     metrics = {**training_metrics(trainer, train_output), names.RANDOM_INIT: bool(c["model"]["config"])}
     # A pruned trial stops at once: its curve and records, not the answer-level evaluation.
     metrics.update({**final_eval, **({} if metrics[names.PRUNED_AT_STEP] else evaluation.after(run_dir))})
-    if c["optimized_metric"] not in metrics and trainer.eval_dataset is not None:
-        raise UserError(f"optimized_metric={c['optimized_metric']!r} is not among the run's metrics: "
+    wanted = [c["optimized_metric"]] if isinstance(c["optimized_metric"], str) else c["optimized_metric"]
+    if trainer.eval_dataset is not None and (missing := [m for m in wanted if m not in metrics]):
+        raise UserError(f"optimized_metric={missing[0]!r} is not among the run's metrics: "
                         f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
     if dist.is_main_process():
         status = (Status.DIVERGED if metrics[names.DIVERGED] else Status.PRUNED if metrics[names.PRUNED_AT_STEP]
@@ -138,8 +139,15 @@ def record(c: dict, trainer: Trainer, train_output: dict, evaluation: Evaluation
         raise TrialPruned(f"pruned at step {metrics[names.PRUNED_AT_STEP]} "
                           f"({c['optimized_metric']}={metrics[c['optimized_metric']]:.4f})")
     if dist.is_main_process():
-        log.info("%s", console.summary(metrics, run_dir.commands(), c["optimized_metric"]))
+        log.info("%s", console.summary(metrics, run_dir.commands(), wanted))
     return metrics
+
+
+def optimized(c: dict, metrics: dict):
+    """What the run returns to Hydra and a sweeper: `optimized_metric`'s value, or one value per name when it is a
+    list (a multi-objective sweep); None without an evaluation set."""
+    wanted = c["optimized_metric"]
+    return metrics.get(wanted) if isinstance(wanted, str) else [metrics.get(m) for m in wanted]
 
 
 def training_metrics(trainer: Trainer, train_output: dict) -> dict:

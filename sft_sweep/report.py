@@ -146,7 +146,11 @@ def sweep_settings(sweep: SweepDir) -> dict:
     if not sweep.settings.is_file():
         raise UserError(f"{sweep.settings} not found: is {sweep.path} a sweep dir?")
     s = yaml.safe_load(sweep.settings.read_text(encoding="utf-8"))
-    return {**s, "minimize": s["direction"] == "minimize"}
+    metrics = s["metric"] if isinstance(s["metric"], list) else [s["metric"]]
+    directions = s["direction"] if isinstance(s["direction"], list) else [s["direction"]]
+    # curves, ranks and importances follow the first objective; several objectives also get their Pareto front
+    return {**s, "metric": metrics[0], "metrics": metrics, "directions": directions,
+            "minimize": directions[0] == "minimize"}
 
 
 def last_attempt(curve: list) -> list:
@@ -177,7 +181,9 @@ def trial_params(run: RunDir, keys: list[str]) -> dict:
     return params
 
 
-def sweep_data(sweep: SweepDir) -> dict:
+def sweep_data(sweep: SweepDir, importances: bool = True) -> dict:
+    """The sweep page's numbers. `importances=False` leaves out the fANOVA parameter importances (a random forest
+    fitted anew each time: the per-trial rewrites skip it, the sweep's final report has it)."""
     s = sweep_settings(sweep)
     metric, best_of = s["metric"], (min if s["minimize"] else max)
     records = sweep.trial_rows()  # a resumed trial's newest row wins
@@ -192,11 +198,13 @@ def sweep_data(sweep: SweepDir) -> dict:
         curve = trial_curve(run, metric, history)
         metrics = run.read_metrics() if run.finished else {}
         status = Status(rec.get("status") or manifest.get("status") or Status.STARTED)
-        value = rec.get("value") if plots.finite(rec.get("value")) else metrics.get(metric)
+        values = rec.get("value") if isinstance(rec.get("value"), list) else None  # one per objective
+        value = values[0] if values else rec.get("value") if plots.finite(rec.get("value")) else metrics.get(metric)
         trials.append({"trial": n, "status": status, "params": rec.get("params") or trial_params(run, s["params"]),
                        "steps": rec.get("steps") or metrics.get(names.GLOBAL_STEP) or (curve[-1][0] if curve else None),
                        "best": best_of(v for _, v in curve) if curve else None,
                        "value": value if status == Status.COMPLETED else None, "curve": curve,
+                       "values": values if status == Status.COMPLETED else None,
                        "report": f"{run.path.name}/report.html" if run.report.is_file() else None,
                        "command": manifest.get("command"), "reason": rec.get("reason") or manifest.get("error")})
     for t in trials:  # what the trial is ranked by: its final value, else (ASHA) its best report
@@ -208,12 +216,18 @@ def sweep_data(sweep: SweepDir) -> dict:
         best = next((t for t in trials if t["trial"] == results.get("best_trial")), best)
         if best is not None and results.get("best_value") is not None:
             best = {**best, "score": results["best_value"]}
+    front = []
+    if len(s["metrics"]) > 1 and sweep.results.is_file():
+        front = [row["trial"] for row in (yaml.safe_load(sweep.results.read_text(encoding="utf-8")) or {}).get(
+            "solutions", [])]
     return {"kind": "sweep", "name": sweep.path.name, "sweeper": s["sweeper"], "metric": metric,
+            "metrics": s["metrics"], "directions": s["directions"], "pareto_front": front,
             "direction": "minimize" if s["minimize"] else "maximize", "params": s["params"],
             "early_stopping": s.get("early_stopping"), "trials": trials,
             "counts": {st: sum(t["status"] == st for t in trials) for st in sorted({t["status"] for t in trials})},
             "best_trial": best["trial"] if best else None, "best_value": best["score"] if best else None,
-            "best_command": best["command"] if best else None, "importance": importance(scored, s["minimize"])}
+            "best_command": best["command"] if best else None,
+            "importance": importance(scored, s["minimize"]) if importances else {}}
 
 
 def importance(scored: list[dict], minimize: bool) -> dict:
@@ -247,8 +261,8 @@ def importance(scored: list[dict], minimize: bool) -> dict:
         seed=0)))
 
 
-def sweep_report(sweep: SweepDir) -> Path:
-    d = sweep_data(sweep)
+def sweep_report(sweep: SweepDir, importances: bool = True) -> Path:
+    d = sweep_data(sweep, importances)
     metric, trials, params = d["metric"], d["trials"], d["params"]
     curves = [{"name": f"trial {t['trial']} ({t['status'].label})", "points": t["curve"],
                "dashed": t["status"] != Status.COMPLETED, "end_mark": t["status"].cut_short}
@@ -283,6 +297,9 @@ def sweep_report(sweep: SweepDir) -> Path:
                   rows, sortable=True, raw_columns={5 + len(params)}, highlight=d["best_trial"]),
             '<div class="grid">',
             plots.line_chart(curves, f"{metric} of every trial (dashed: cut short)", y_label=metric),
+            *([plots.pareto([(t["values"][0], t["values"][1], f"trial {t['trial']}") for t in trials if t["values"]],
+                            [f"trial {n}" for n in d["pareto_front"]], d["metrics"][0], d["metrics"][1],
+                            d["directions"][:2])] if len(d["metrics"]) > 1 else []),
             plots.parallel(scored, params + [metric], metric, "parallel coordinates",
                            lower_is_better=d["direction"] == "minimize"),
             plots.bars(sorted(d["importance"].items(), key=lambda kv: -kv[1]), "parameter importance (fANOVA)"),
@@ -366,21 +383,21 @@ def write_page(path: Path, title: str, body: list[str], data: dict) -> Path:
     return path
 
 
-def write_report(path) -> Path:
-    """The report of a run dir or a sweep dir."""
+def write_report(path, importances: bool = True) -> Path:
+    """The report of a run dir or a sweep dir (a sweep's with its parameter importances, unless told not to)."""
     path = Path(path)
     if RunDir(path).manifest.is_file():
         return run_report(RunDir(path))
     if SweepDir(path).settings.is_file():
-        return sweep_report(SweepDir(path))
+        return sweep_report(SweepDir(path), importances)
     raise UserError(f"{path} is neither a run dir (no run_manifest.json) nor a sweep dir (no sweep.yaml)")
 
 
-def refresh(path) -> Path | None:
+def refresh(path, importances: bool = True) -> Path | None:
     """(Re)write the report of a run or sweep whose records are already safe: a report that cannot be
     written warns (with the command to retry) and never fails the run or the sweep."""
     try:
-        return write_report(path)
+        return write_report(path, importances)
     except Exception as exc:  # noqa: BLE001 -- the report is a view of the records
         log.warning("report: could not write %s/report.html (%s: %s); retry with python -m sft_sweep.report dir=%s",
                     path, type(exc).__name__, exc, path)

@@ -1,7 +1,11 @@
 """Re-run a finished run, or a sweep's best trial, from its saved config.
 
     python -m sft_sweep.reproduce outputs/sweeps/<sweep> --best    # the trial optimization_results.yaml names
+    python -m sft_sweep.reproduce outputs/sweeps/<sweep> --trial 7 # any trial of a sweep
     python -m sft_sweep.reproduce outputs/runs/<run>                # any run dir
+
+A multi-objective sweep's best (--best) is its Pareto front's trial with the best first objective
+(optimization_results.yaml: best_trial_by); the front's other trials are listed there, under solutions.
 
 Extra arguments are Hydra overrides (e.g. trainer.max_steps=100). The new run goes to outputs/runs/<time>/
 like any run. Same as: python -m sft_sweep --config-path <run>/.hydra --config-name config
@@ -22,9 +26,11 @@ def main(argv: list[str]) -> int:
                                      epilog="Extra arguments are Hydra overrides.")
     parser.add_argument("path", type=Path, help="a run dir, or a sweep dir with --best")
     parser.add_argument("--best", action="store_true", help="reproduce the sweep's best trial")
+    parser.add_argument("--trial", type=int, default=None, help="reproduce this trial of the sweep")
     args, overrides = parser.parse_known_args(argv)
     try:
-        run_dir = SweepDir(args.path).best_run_dir() if args.best else RunDir(args.path)
+        run_dir = (SweepDir(args.path).best_run_dir() if args.best else SweepDir(args.path).trial(args.trial)
+                   if args.trial is not None else RunDir(args.path))
         if not run_dir.hydra_config.is_file():
             raise UserError(f"{run_dir.hydra_config} not found: {run_dir.path} is not a run dir")
     except UserError as exc:

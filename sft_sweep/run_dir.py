@@ -296,11 +296,13 @@ class SweepDir:
         row = self.trial_rows().get(number)
         return RunDir(row["run_dir"]) if row and row.get("run_dir") else RunDir(self.path / str(number))
 
-    def write_settings(self, sweeper: str, metric: str, minimize: bool, params: list[str],
+    def write_settings(self, sweeper: str, metrics: list[str], directions: list[str], params: list[str],
                        early_stopping: dict) -> None:
-        """`early_stopping`: the pruner's or scheduler's class and arguments, as the sweep runs them."""
-        write_text(self.settings, yaml.safe_dump({"sweeper": sweeper, "metric": metric,
-                                                  "direction": "minimize" if minimize else "maximize",
+        """What the sweep optimizes (one metric and direction, or one per objective), the searched keys, and
+        `early_stopping`: the pruner's or scheduler's class and arguments, as the sweep runs them."""
+        one = len(metrics) == 1
+        write_text(self.settings, yaml.safe_dump({"sweeper": sweeper, "metric": metrics[0] if one else metrics,
+                                                  "direction": directions[0] if one else directions,
                                                   "params": params, "early_stopping": early_stopping},
                                                  sort_keys=False))
 
@@ -320,22 +322,28 @@ class SweepDir:
                "value": value, "best": best, names.PRUNED_AT_STEP: metrics.get(names.PRUNED_AT_STEP),
                **({"reason": reason.splitlines()[0]} if reason else {}), **extra, "run_dir": str(run.path)}
         append_jsonl(self.trials, row)
-        refresh(self.path)  # the sweep's report.html, after every ended trial
+        refresh(self.path, importances=False)  # the sweep's report.html after every trial (importances: at its end)
         return row
 
     def trial_rows(self) -> dict[int, dict]:
         """The newest row of each trial, by trial number."""
         return {row["trial"]: row for row in read_jsonl(self.trials)}
 
-    def write_results(self, sweeper: str, best: dict | None, overrides: list[str], counts: dict) -> None:
+    def write_results(self, sweeper: str, best: dict | None, overrides: list[str], counts: dict,
+                      extra: dict | None = None) -> None:
         """optimization_results.yaml: the best trial (its row), the overrides that run it alone, the trials
-        by status. No best (nothing completed): the counts only."""
+        by status, and the sweeper's `extra` (a multi-objective sweep's Pareto front). No best (nothing
+        completed): the counts only."""
         results = {"name": sweeper}
         if best is not None:
             results.update(best_params=best["params"], best_value=best["value"], best_trial=best["trial"],
                            best_run_dir=best["run_dir"], best_overrides=overrides)
+        results.update(extra or {})
         results["trials"] = {Status(k).value: v for k, v in counts.items()}
         write_text(self.results, yaml.safe_dump(results, sort_keys=False, allow_unicode=True))
+        from sft_sweep.report import refresh
+
+        refresh(self.path)  # the sweep's report.html with the sweeper's verdict
 
     def best_run_dir(self) -> RunDir:
         if not self.results.is_file():

@@ -1,5 +1,7 @@
 """The trainer: TRL's SFTTrainer plus what sft-sweep adds to the training loop, in plain sight.
 
+    compute_loss    the cross-entropy of the trained tokens only (loss.py): never the full logits, no per-step
+                    entropy or token accuracy over the whole vocabulary
     training_step   one micro-batch, forward + backward: retried in smaller pieces when it runs out of
                     memory (trainer.on_oom), and after a step's last micro-batch the monitor's skip action
     fit             train() from a checkpoint when resuming; after a monitor rollback, train() again from
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 from trl import SFTTrainer
 
+from sft_sweep.loss import nll_sum, supports_trained_positions_loss
 from sft_sweep.preemption import disk_full_is_an_error
 from sft_sweep.run_dir import checkpoint_step
 
@@ -53,6 +56,27 @@ class Trainer(SFTTrainer):
         self.pieces = 1  # each micro-batch runs in this many pieces (> 1 after an out-of-memory retry)
         self.oom_events: list[dict] = []
         self.step_loss = 0.0  # summed over the micro-batches of the current optimizer step (the skip action's)
+
+    # --- the loss ----------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The summed cross-entropy of the trained tokens divided by `num_items_in_batch` (the trained tokens of the
+        whole accumulated batch: transformers' normalization), computed on trained positions only (loss.py).
+
+        TRL's own loss scores every position over the whole vocabulary on a GPU without Triton or on a CPU,
+        recomputes it in the backward pass, and computes entropy and token accuracy on every step for its logs:
+        on a model whose output layer dominates (Qwen3 up to 4B), most of a step. Here the loss and gradients are
+        the same to float rounding, at the cost of the trained positions alone. TRL's path stays for what it
+        handles and this does not: another loss type, label smoothing, a custom loss function, a head that is not
+        a plain linear layer, callers that want the logits."""
+        if (return_outputs or self.args.loss_type != "nll" or self.label_smoother is not None
+                or self.compute_loss_func is not None or not supports_trained_positions_loss(model)):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        nll, trained = nll_sum(model, inputs)
+        loss = nll / (num_items_in_batch if num_items_in_batch is not None else max(trained, 1))
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every rank's tokens and DDP averages the gradients (as Trainer does)
+            loss = loss * self.accelerator.num_processes
+        return loss
 
     # --- one micro-batch ---------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):

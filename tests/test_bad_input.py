@@ -64,8 +64,9 @@ def test_a_data_file_that_is_all_duplicates(tmp_path, capsys):
 def test_a_sweep_that_trains_by_epochs_cannot_have_hyperband_stop_trials_by_steps(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     assert run_cli("-m", "hparams_search=optuna", "trainer.max_steps=-1", f"hydra.sweep.dir={sweep}") == 2
-    assert one_line_error(capsys) == ("hydra.sweeper.pruner.max_resource=-1: the pruner needs a trial's full budget "
-                                      "in steps (trainer.max_steps), or max_resource=auto")
+    # (the preset's full budget is trainer.max_steps)
+    assert one_line_error(capsys) == ("hydra.sweeper.pruner.max_resource=-1: a number of steps (a positive integer), "
+                                      "or auto")
     assert not sweep.exists()  # nothing written
 
 

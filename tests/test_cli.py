@@ -18,7 +18,7 @@ def exit_code(main, argv):
     (evaluate.main, "python -m sft_sweep.evaluate run_dir=outputs/runs/<run>"),
     (export.main, "python -m sft_sweep.export run_dir=outputs/runs/<run> [dtype=float32]"),
     (chat.main, "python -m sft_sweep.chat run_dir=outputs/runs/<run> [max_new_tokens=256] [probes=false]"),
-    (reproduce.main, "usage: python -m sft_sweep.reproduce [-h] [--best] path"),
+    (reproduce.main, "usage: python -m sft_sweep.reproduce [-h] [--best] [--trial TRIAL] path"),
     (data_cli.main, "python -m sft_sweep.data check path/to/file.jsonl"),
 ])
 def test_help(main, usage, capsys):

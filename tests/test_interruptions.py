@@ -144,7 +144,8 @@ def test_sigterm_to_an_asha_sweep_is_one_line_and_the_same_command_resumes_it(tm
     """Ray Tune stops gently on Ctrl-C by itself; SIGTERM (a scheduler's, a `kill`) must do the same."""
     sweep = tmp_path / "asha"
     command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=2",
-               f"hydra.sweep.dir={sweep}", "hydra.sweeper.ray_init.num_cpus=1", *RUN, "trainer.max_steps=200",
+               f"hydra.sweep.dir={sweep}", "hydra.sweeper.ray_init.num_cpus=1", "hydra.sweeper.ray_init.address=local",
+               *RUN, "trainer.max_steps=200",
                "trainer.eval_steps=100", "eval.enabled=false"]
     env = {**env_without_network(), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -61,18 +61,22 @@ ConfigStore.instance().store(group="hydra/sweeper", name="asha", node=AshaSweepe
 
 
 def search_space(params: Dict[str, str], arguments: List[str]):
-    """Hydra sweep grammar -> (Ray Tune search space, fixed overrides)."""
+    """Hydra sweep grammar (space.py) -> (Ray Tune search space, fixed overrides)."""
     from ray import tune
 
     dims, fixed = parse(params, arguments)
     space = {}
     for key, dim in dims.items():
-        if dim.choices is not None:
-            space[key] = tune.choice(dim.choices)
-        elif dim.integer:
-            space[key] = (tune.lograndint if dim.log else tune.randint)(dim.low, dim.high + 1)
+        if dim.kind == "categorical":
+            space[key] = tune.choice(list(dim.choices))
+        elif dim.kind == "int" and dim.log:
+            space[key] = tune.lograndint(dim.low, dim.high + 1)  # (upper bound excluded)
+        elif dim.kind == "int":
+            space[key] = tune.qrandint(dim.low, dim.high, dim.step or 1)  # (upper bound included)
+        elif dim.log:
+            space[key] = tune.loguniform(dim.low, dim.high)
         else:
-            space[key] = (tune.loguniform if dim.log else tune.uniform)(dim.low, dim.high)
+            space[key] = tune.quniform(dim.low, dim.high, dim.step) if dim.step else tune.uniform(dim.low, dim.high)
     return space, fixed
 
 
@@ -113,11 +117,11 @@ class AshaSweeper(Sweeper):
         space, fixed = search_space(conf["params"], arguments)
         scheduler = conf["scheduler"]
         scheduler = OmegaConf.to_container(scheduler, resolve=True) if OmegaConf.is_config(scheduler) else scheduler
-        SweepDir(sweep_dir).write_settings("asha", conf["metric"], conf["mode"] == "min", list(space),
+        SweepDir(sweep_dir).write_settings("asha", [conf["metric"]], ["minimize" if conf["mode"] == "min" else
+                                                                      "maximize"], list(space),
                                            {"_target_": "ray.tune.schedulers.ASHAScheduler", **scheduler})
         driver_cwd = os.getcwd()
         config, context, task = self.config, self.hydra_context, self.task_function
-        self.warm_data_cache(fixed)
 
         def trainable(sampled: dict):
             # A Hydra job per trial, in the driver's working dir so relative paths (data, cache) resolve
@@ -207,16 +211,6 @@ class AshaSweeper(Sweeper):
         enqueue = self.conf["enqueue"]
         return [dict(p) for p in (OmegaConf.to_container(enqueue) if OmegaConf.is_config(enqueue) else enqueue)]
 
-    def warm_data_cache(self, fixed: List[str]) -> None:
-        """Tokenize the data once, in the driver, before trials start (they then all hit the cache)."""
-        from sft_sweep.config import plain
-        from sft_sweep.data import build_datasets
-        from sft_sweep.model import build_tokenizer
-
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, fixed)
-        c = {group: plain(cfg[group]) for group in ("data", "model", "trainer")}
-        build_datasets(c["data"], build_tokenizer(c["model"]), c["trainer"]["max_length"], c["trainer"]["packing"])
-
     def record(self, sweep, trial_id: str, sampled: dict, last: dict, error) -> dict:
         """A trial's row in trials.jsonl: status completed / stopped / failed / diverged, steps, best metric
         (from the reports the trial wrote before each one, tune_progress.jsonl)."""
@@ -259,8 +253,6 @@ class AshaSweeper(Sweeper):
         return TrialRecords()
 
     def write_results(self, grid, sweep_dir: Path, fixed: List[str]) -> None:
-        from sft_sweep.logger import log_sweep_summary
-        from sft_sweep.report import refresh
         from sft_sweep.run_dir import SweepDir, write_text
 
         sweep = SweepDir(sweep_dir)
@@ -281,9 +273,7 @@ class AshaSweeper(Sweeper):
         if best is not None:
             best = {**best, "value": best["best"]}
         sweep.write_results("asha", best, as_run_overrides(fixed, best["params"]) if best else [], counts)
-        refresh(sweep.path)
         if best is None:
             log.error("no trial reported %s; see %s", metric, sweep.trials_table)
             return
-        log_sweep_summary(OmegaConf.to_container(self.config.logger, resolve=True), sweep_dir)
         log.info("ASHA: best %s=%s (trial %s, %s)", metric, best["value"], best["trial"], best["run_dir"])

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 
 from datasets import Dataset
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from sft_sweep.data.prepare import fingerprint, prepare
 from sft_sweep.data.tokenize import cached_tokenize, masking_config
@@ -26,6 +28,18 @@ class RunData:
     eval: Dataset | None  # None: no evaluation set (data.val_ratio=0 data.min_val_size=0)
     validation_rows: list[dict]  # the eval set as chat rows, for answer-level evaluation
     fingerprint: str  # of the tokenized data (its cache key): a checkpoint resumes only on the same data
+
+
+class WarmDataCache(Callback):
+    """Hydra callback of the sweep presets (hparams_search/*.yaml): the data prepared and tokenized once, before the
+    trials start (they then all hit the cache instead of racing to build it in parallel processes)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from sft_sweep.config import plain
+        from sft_sweep.model import build_tokenizer
+
+        c = {group: plain(config[group]) for group in ("data", "model", "trainer")}
+        build_datasets(c["data"], build_tokenizer(c["model"]), c["trainer"]["max_length"], c["trainer"]["packing"])
 
 
 def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = False) -> RunData:

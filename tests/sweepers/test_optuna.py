@@ -109,7 +109,7 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
         "command"]
 
 
-def test_failed_trials_count_against_the_budget_and_the_sweep_goes_on_until_it_is_spent(tmp_path):
+def test_failed_trials_count_against_the_budget_and_the_sweep_goes_on_until_it_is_spent(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     common = ["-m", "hparams_search=optuna", "hydra.sweeper.params=null", "lora.r=choice(4,8,16,-1,-2)", *FAST]
     # 4 trials, at most 0.5 x 4 = 2 failures: one failure is recorded and the sweep goes on
@@ -124,8 +124,11 @@ def test_failed_trials_count_against_the_budget_and_the_sweep_goes_on_until_it_i
     spent = tmp_path / "spent"
     assert run_cli(*common, f"hydra.sweep.dir={spent}", "hydra.sweeper.n_trials=4",
                    "hydra.sweeper.max_failure_rate=0.25",
-                   "+hydra.sweeper.enqueue=[{lora.r: -1}, {lora.r: -2}, {lora.r: 8}, {lora.r: 16}]") == 1
+                   "+hydra.sweeper.enqueue=[{lora.r: -1}, {lora.r: -2}, {lora.r: 8}, {lora.r: 16}]") == 2
     assert [r["status"] for r in trials(spent)] == ["failed", "failed"]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: 2 of 2 trials failed, more than max_failure_rate=0.25 x n_trials=4 allows; the last, trial 1: "
+        f"UserError: lora.r=-2: the LoRA rank must be a positive integer (see {spent / 'trials.jsonl'})")
 
 
 def sweep_command(sweep, n_trials, *extra):
