@@ -98,22 +98,37 @@ def same_data(checkpoint: Path, data_fingerprint: str | None) -> bool:
 
 @contextlib.contextmanager
 def disk_full_is_an_error(checkpoints: str):
-    """No space left while training (a checkpoint, most likely): remove the half-written checkpoints, which
-    only take room, and say in one line where the run can go on from."""
+    """No space left anywhere in a run (a checkpoint, most likely; the weights, the records): remove the
+    half-written checkpoints, which only take room, and say in one line where the run can go on from."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:
+        if not disk_full(exc, Path(checkpoints)):
             raise
         folder = Path(checkpoints)
         good = newest_complete(folder)
         half = [p for p in folder.glob("checkpoint-*") if not is_complete_checkpoint(p)]
         for path in half:
             shutil.rmtree(path, ignore_errors=True)
-        where = Path(exc.filename).parent if exc.filename else folder
+        where = Path(exc.filename).parent if getattr(exc, "filename", None) else half[0] if half else folder
         raise UserError(f"no space left on device writing {where}; removed {len(half)} half-written checkpoint(s); "
                         + (f"free space and run the same command again to resume from {good}" if good else
                            "free space and run the same command again")) from None
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """The error is the disk's: ENOSPC (or a quota), said as such, or -- torch's checkpoint writer says only
+    "unexpected pos" / "PytorchStreamWriter failed" -- a write error on a filesystem with (almost) no room left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    if isinstance(exc, RuntimeError) and any(s in text for s in ("unexpected pos", "PytorchStreamWriter failed",
+                                                                 "file write failed")):
+        probe = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        return probe is not None and shutil.disk_usage(probe).free < 64 * 2**20
+    return False
 
 
 class GracefulStop(StopOnSignal, TrainerCallback):

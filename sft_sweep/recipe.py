@@ -20,7 +20,7 @@ from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.optuna_trial import OptunaReporter
-from sft_sweep.preemption import GracefulStop, resume_point
+from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point
 from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.status import Status
@@ -39,22 +39,23 @@ def run(cfg: DictConfig) -> float:
     # SIGTERM / Ctrl-C from here on: a checkpoint where training can make one, status interrupted, exit 75.
     with GracefulStop() as stop:
         try:
-            # --- setup -----------------------------------------------------------------------------
-            config.validate(c)  # one-line errors before any heavy work
-            set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
-            wandb_run = logger.start(c["logger"], run_dir, c)
-            trainer, data = setup(c, run_dir, wandb_run, stop)
-            checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"], pasteable_command(),
-                                      data.fingerprint)
-            evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
-                                    trainer, data.validation_rows)
-            stop.phase = "the evaluation before training"
-            evaluation.before()  # the base model's answers and probes, for the before/after comparison
-            # --- train -----------------------------------------------------------------------------
-            train_output = trainer.fit(checkpoint)
-            # --- record ----------------------------------------------------------------------------
-            stop.phase = "the end-of-run evaluation"
-            metrics = record(c, trainer, train_output, evaluation, run_dir, wandb_run)
+            with disk_full_is_an_error(run_dir.checkpoints):  # no space left anywhere: one line, half checkpoints gone
+                # --- setup -------------------------------------------------------------------------
+                config.validate(c)  # one-line errors before any heavy work
+                set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
+                wandb_run = logger.start(c["logger"], run_dir, c)
+                trainer, data = setup(c, run_dir, wandb_run, stop)
+                checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"], pasteable_command(),
+                                          data.fingerprint)
+                evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
+                                        trainer, data.validation_rows)
+                stop.phase = "the evaluation before training"
+                evaluation.before()  # the base model's answers and probes, for the before/after comparison
+                # --- train -------------------------------------------------------------------------
+                train_output = trainer.fit(checkpoint)
+                # --- record ------------------------------------------------------------------------
+                stop.phase = "the end-of-run evaluation"
+                metrics = record(c, trainer, train_output, evaluation, run_dir, wandb_run)
             return optimized(c, metrics)
         except BaseException as exc:
             run_dir.fail(exc)  # the error goes to train.log and the manifest (status failed/interrupted/...)

@@ -220,10 +220,14 @@ class RunDir:
         record = log.makeRecord(log.name, logging.INFO if stopped else logging.ERROR, __file__, 0, "run %s: %s",
                                 (status, reason), None if stopped or isinstance(exc, (UserError, KeyboardInterrupt))
                                 else (type(exc), exc, exc.__traceback__))
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
-        self.set_status(status, **({} if stopped else {"error": reason}))
+        try:
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(record)
+            self.set_status(status, **({} if stopped else {"error": reason}))
+        except OSError as error:  # (a full disk): the failure is said where it can be, once
+            print(f"note: could not record the run's end in {self.manifest} ({error.strerror or error})",
+                  file=sys.stderr)
 
     def write_records(self, log_history: list, metrics: dict, status: Status) -> None:
         """The run's last writes; metrics.json goes last and marks the run finished."""

@@ -1,4 +1,5 @@
-"""SIGTERM / SIGINT (a scheduler's preemption notice, a `kill`, Ctrl-C) turned into RunInterrupted: one line,
+"""SIGTERM / SIGINT / SIGUSR2 (a scheduler's cancel or preemption notice -- SLURM's scancel, submitit's USR2 before
+a time limit or a preemption --, a `kill`, Ctrl-C) turned into RunInterrupted: one line,
 status interrupted, exit 75 (EX_TEMPFAIL: the same command resumes). Light on purpose: a sweeper uses it between
 trials without importing the training stack; a run's GracefulStop (preemption.py) adds what training needs.
 """
@@ -7,7 +8,7 @@ import signal
 
 from sft_sweep.errors import RunInterrupted
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class StopOnSignal:

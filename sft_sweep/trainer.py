@@ -28,7 +28,6 @@ import torch
 from trl import SFTTrainer
 
 from sft_sweep.loss import nll_sum, supports_trained_positions_loss
-from sft_sweep.preemption import disk_full_is_an_error
 from sft_sweep.run_dir import checkpoint_step
 
 log = logging.getLogger("sft_sweep")
@@ -159,8 +158,7 @@ class Trainer(SFTTrainer):
                 return final
         runtime, output = 0.0, None
         while output is None or (self.monitor is not None and (checkpoint := self.monitor.prepare_rollback())):
-            with disk_full_is_an_error(self.args.output_dir):
-                output = self.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            output = self.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             runtime += output.metrics["train_runtime"]
             if self.stop is not None:
                 self.stop.raise_if_stopped(self.state, self.args.output_dir)

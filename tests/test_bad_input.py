@@ -3,6 +3,7 @@ and nothing half-written left behind (no finished-looking run, no half checkpoin
 
 import errno
 import json
+import os
 
 import pytest
 import transformers
@@ -102,3 +103,47 @@ def test_a_key_the_config_would_ignore_is_refused(override, message, tmp_path, c
     assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}", override) == 2
     assert one_line_error(capsys) == message
     assert not (tmp_path / "cache").exists()  # before any heavy work
+
+
+FULL_DISK = """
+import os, runpy, sys
+sys.argv = ["sft_sweep", *sys.argv[1:]]
+runpy.run_module("sft_sweep", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_leaves_no_half_checkpoint(tmp_path):
+    """The run dir on a 4 MB tmpfs (in a mount namespace of its own): the base model (1 MB) and checkpoint-4 (2 MB)
+    fit, checkpoint-8 does not -- torch's writer then fails with its own RuntimeError, not ENOSPC."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import env_without_network
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs root and a mount namespace (unshare --mount) for a small tmpfs")
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    run_dir = disk / "run"
+    script = tmp_path / "run.py"
+    script.write_text(FULL_DISK)
+    args = [f"hydra.run.dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}", *TINY, "trainer.save_steps=4",
+            "trainer.save_total_limit=null", "eval.enabled=false"]
+    # (what is left on the tmpfs is listed before it goes: the checkpoints, the manifest's status)
+    after = (f'rc=$?; ls {run_dir / "checkpoints"}; grep -o \'"status": "[a-z]*"\' {run_dir / "run_manifest.json"}; '
+             f'exit $rc')
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           f'mount -t tmpfs -o size=4m tmpfs {disk} && "$@"; {after}', "sh", sys.executable,
+                           str(script), *args], capture_output=True, text=True, timeout=600,
+                          env=env_without_network(), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    left = proc.stdout.splitlines()[-3:]
+    assert left == ["README.md", "checkpoint-4", '"status": "failed"']  # no half checkpoint; the failure recorded
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
+    [line] = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: no space left on device writing {run_dir / 'checkpoints' / 'checkpoint-8'}; "
+                           f"removed 1 half-written checkpoint(s); free space and run the same command again to "
+                           f"resume from {run_dir / 'checkpoints' / 'checkpoint-4'}"), line

@@ -15,6 +15,7 @@ processes (submitit, Ray) a thread per `n_jobs` waits on each, so a pruned trial
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -36,15 +37,46 @@ from hydra_plugins.sft_sweep_sweepers.optuna_trial import (
     open_storage,
     pruner_spec,
     study_name,
+    take_up,
 )
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, grid_size, parse
 from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError, exits_in_one_line
-from sft_sweep.run_dir import RunDir, SweepDir, checkpoints_newest_first, is_complete_checkpoint
+from sft_sweep.run_dir import SweepDir
 from sft_sweep.signals import StopOnSignal
 from sft_sweep.status import Status
 
 log = logging.getLogger("hydra_plugins.sft_sweep_sweepers.optuna_sweeper")
 INTERRUPTED = Status.INTERRUPTED.value  # the user attribute that marks an interrupted trial (owed again)
+
+
+MAX_RELAUNCHES = 5  # an interrupted trial is launched again at most this many times (it resumes from checkpoints)
+LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+               "SUSPENDED", "RESIZING")  # a SLURM job that will run (again)
+
+
+def interrupted(error) -> bool:
+    """A trial stopped before its end by a signal (scancel, preemption, Ctrl-C: RunInterrupted), or whose job died
+    without a result (kill -9, a node lost: submitit's UncompletedJobError)."""
+    return isinstance(error, RunInterrupted) or type(error).__name__ == "UncompletedJobError"
+
+
+def why_interrupted(error) -> str:
+    """One line: the run's own (RunInterrupted: which signal, at which step, where its checkpoint is), or, for a job
+    that died without a result, its job and the state the cluster gives it."""
+    lines = str(error).splitlines()
+    if type(error).__name__ == "UncompletedJobError":  # submitit: "Job 12 (task: 0) with path ..." / "(state: X)"
+        job = re.match(r"Job (\S+)", lines[0]) if lines else None
+        state = re.search(r"\(state: ([^)]*)\)", str(error))
+        return (f"its job {job.group(1) if job else '?'} ended without a result (state "
+                f"{state.group(1) if state else 'unknown'})")
+    return lines[0] if lines else type(error).__name__
+
+
+def slurm_state(job) -> str:
+    try:
+        return str(job.get_info(mode="force").get("State", "UNKNOWN")).split()[0]
+    except Exception:  # noqa: BLE001 -- sacct not answering: not known to be running
+        return "UNKNOWN"
 
 
 def motpe_removed(*args, **kwargs):
@@ -103,15 +135,21 @@ class OptunaSweeperImpl:
         self.sweep_dir.write_settings("optuna", self.metrics, self.directions, list(self.dims),
                                       {"_target_": f"{spec['module']}.{spec['name']}", **spec["kwargs"]})
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(study_name=study_name(conf, self.sweep_dir.path), directions=self.directions,
-                                         storage=open_storage(conf.storage, self.sweep_dir.path),
-                                         sampler=self.sampler(0), pruner=pruner, load_if_exists=True)
-        self.study.set_user_attr(PRUNER_ATTR, spec)  # trials rebuild it from here (a study keeps no pruner)
-        for params in conf.enqueue:
-            self.study.enqueue_trial(OmegaConf.to_container(params), skip_if_exists=True)
+        # Workers started at once would race to create the storage's tables (sqlite: "table studies already
+        # exists") and the study: one at a time, under the sweep dir's lock.
+        with self.exclusive():
+            self.storage = open_storage(conf.storage, self.sweep_dir.path)
+            self.study = optuna.create_study(study_name=study_name(conf, self.sweep_dir.path),
+                                             directions=self.directions, load_if_exists=True, pruner=pruner,
+                                             storage=self.storage,
+                                             sampler=self.sampler(0))
+            self.study.set_user_attr(PRUNER_ATTR, spec)  # trials rebuild it from here (a study keeps no pruner)
+            for params in conf.enqueue:
+                self.study.enqueue_trial(OmegaConf.to_container(params), skip_if_exists=True)
         log.info("optuna: study %r in %s, %d of %d trials on record", self.study.study_name, self.sweep_dir.path,
                  len(self.counted()), self.n_trials)
         self.start_ray_once()
+        self.check_slurm_accounting()
         # Ctrl-C / SIGTERM: a trial running in this process checkpoints and records itself interrupted (its own
         # handler, preemption.GracefulStop); between trials the sweep stops at once. Either way one line, exit 75,
         # and the same command resumes.
@@ -194,14 +232,15 @@ class OptunaSweeperImpl:
     def work(self, batch: int) -> None:
         """Take `batch` trials at a time until the study has n_trials (wait for those running elsewhere)."""
         while not self.stop:
-            trials = self.next_trials(batch)
-            for i, trial in enumerate(trials):
-                if self.stop:  # a signal stopped the sweep: the rest of the batch never started
-                    for left in trials[i:]:
-                        self.interrupt(left, "not started: the sweep stopped")
+            items = self.next_trials(batch)
+            for i, (trial, job) in enumerate(items):
+                if self.stop:  # a signal stopped the sweep: the rest of the batch never started (adopted on resume)
+                    for left, _ in items[i:]:
+                        self.record(left.number, left.params, Status.INTERRUPTED, reason="not started: the sweep "
+                                    "stopped")
                     break
-                self.run(trial)
-            if trials:
+                self.run(trial, job)
+            if items:
                 continue
             if any(t.state.name == "RUNNING" for t in self.study.get_trials(deepcopy=False)):
                 time.sleep(min(5.0, self.conf.heartbeat_interval))  # another worker's; it may yet be interrupted
@@ -210,8 +249,8 @@ class OptunaSweeperImpl:
 
     # --- the study's trials -------------------------------------------------------------------------------
     def counted(self) -> list:
-        """Trials toward n_trials: started ones but the interrupted (which are owed again); enqueued trials wait
-        their turn (`ask` takes them first)."""
+        """Trials toward n_trials: started ones (running ones too); enqueued trials wait their turn (`ask` takes them
+        first). (A FAIL trial marked interrupted is an earlier version's record of an interrupted trial.)"""
         return [t for t in self.study.get_trials(deepcopy=False)
                 if t.state.name != "WAITING" and not t.user_attrs.get(INTERRUPTED)]
 
@@ -232,10 +271,11 @@ class OptunaSweeperImpl:
                 file_lock.release()
 
     def next_trials(self, batch: int) -> list:
+        """Up to `batch` (trial, job) to run: first running trials whose worker is gone (adopted: run again, or their
+        SLURM job waited on when it still runs), then new ones."""
         with self.exclusive():
-            self.interrupt_stale()
-            trials = []
-            while len(trials) < batch:
+            items = self.adopt_stale(batch)
+            while len(items) < batch:
                 if len(self.failed()) > self.conf.max_failure_rate * self.n_trials:
                     self.stop = True
                     break
@@ -247,14 +287,17 @@ class OptunaSweeperImpl:
                 trial = self.study.ask(self.space)
                 if self.extend_space is not None:  # custom_search_space: more parameters, suggested by the app
                     self.extend_space(self.config, trial)
-                trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-                trial.set_user_attr("heartbeat", time.time())
-                trials.append(trial)
-            return trials
+                self.claim(trial)
+                items.append((trial, None))
+            return items
+
+    def claim(self, trial) -> None:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("heartbeat", time.time())
 
     def enqueue_next_grid_point(self) -> bool:
-        """The next trial's grid point: an enqueued one (an interrupted trial's, asked again), else the first point in
-        the grid's order that no trial has taken. False when none is left."""
+        """The next trial's grid point: an enqueued one, else the first point in the grid's order that no trial has
+        taken. False when none is left."""
         trials = self.study.get_trials(deepcopy=False)
         if any(t.state.name == "WAITING" for t in trials):
             return True
@@ -264,40 +307,33 @@ class OptunaSweeperImpl:
             self.study.enqueue_trial(point)
         return point is not None
 
-    def interrupt_stale(self) -> None:
-        """Running trials whose worker is gone: its process on this host has exited, or no heartbeat for
-        heartbeat_grace seconds."""
+    def adopt_stale(self, limit: int) -> list:
+        """Running trials whose worker is gone (its process on this host has exited, or no heartbeat for
+        heartbeat_grace seconds): this worker takes them over. A trial whose SLURM job still runs is waited on (its
+        job is never submitted twice); any other is launched again as the same trial, in its own run dir, where
+        it resumes from its newest complete checkpoint."""
         import optuna
 
-        host = socket.gethostname()
+        host, adopted = socket.gethostname(), []
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             worker_host, _, pid = str(t.user_attrs.get("worker", ":")).partition(":")
             gone = worker_host == host and pid.isdigit() and not _alive(int(pid))
             silent = time.time() - t.user_attrs.get("heartbeat", 0) > self.conf.heartbeat_grace
-            if not (gone or silent):
+            if not (gone or silent) or len(adopted) == limit:
                 continue
-            self.sweep_dir.trial(t.number).set_status(Status.INTERRUPTED, error="its sweep worker stopped while it ran")
-            self.interrupt(t, "its sweep worker stopped while it ran")
-            log.warning("optuna: trial %d was interrupted (worker %s gone): owed again", t.number,
-                        t.user_attrs.get("worker"))
-
-    def interrupt(self, trial, reason: str, run_dir=None) -> None:
-        """Record a trial that stopped before its end as interrupted: owed again (not counted toward n_trials, nor
-        failed), and, if it saved a checkpoint, its parameters asked next so that trial resumes from it
-        (trainer.resume_from_checkpoint: auto finds the same command's checkpoint beside it)."""
-        import optuna
-
-        storage = self.study._storage  # a trial of another process is not ours to tell: its storage record is
-        if not storage.get_trial(trial._trial_id).state.is_finished():
-            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)  # first: then it is final
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        self.record(trial.number, trial.params, Status.INTERRUPTED, run_dir=run_dir, reason=reason)
-        run = RunDir(run_dir) if run_dir else self.sweep_dir.trial(trial.number)
-        if self.grid is not None or any(is_complete_checkpoint(c) for c in checkpoints_newest_first(run.checkpoints)):
-            self.study.enqueue_trial(trial.params)
+            trial = take_up(self.study, self.storage, t.number)
+            self.claim(trial)
+            job = self.live_slurm_job(self.sweep_dir.trial(t.number).path)
+            log.warning("optuna: trial %d's worker %s is gone: %s", t.number, t.user_attrs.get("worker"),
+                        f"waiting for its SLURM job {job.job_id}, still running" if job else "running it again")
+            adopted.append((trial, job))
+        return adopted
 
     # --- one trial -----------------------------------------------------------------------------------------
-    def run(self, trial) -> None:
+    def run(self, trial, job=None) -> None:
+        """Launch the trial (or wait for its running `job`), launched again each time a signal, a cluster's
+        preemption or a job's death interrupts it (it resumes from its own checkpoints), until it ends; then tell
+        the study how. On the basic launcher a signal was this process's own: the sweep stops (resumed later)."""
         import optuna
 
         overrides = self.fixed + as_overrides(trial.params)
@@ -305,19 +341,24 @@ class OptunaSweeperImpl:
         heartbeat = threading.Thread(target=self.beat, args=(trial, beating), daemon=True)
         heartbeat.start()
         try:
-            [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
-            error = ret._return_value if ret.status == JobStatus.FAILED else None
-        except Exception as exc:  # the launcher itself failed (a cluster refused the job, say), or a signal
-            ret, error = None, exc
+            for attempt in range(MAX_RELAUNCHES + 1):
+                ret, error = self.wait(job) if job is not None else self.launch(trial, overrides)
+                if not interrupted(error) or attempt == MAX_RELAUNCHES:
+                    break
+                run_dir = self.run_dir_of(ret, trial)
+                why = why_interrupted(error)
+                self.record(trial.number, trial.params, Status.INTERRUPTED, run_dir=run_dir, reason=why)
+                if self.in_process or self.stop:  # this process was stopped: the sweep ends, the trial is resumed
+                    self.stop, self.interrupted = True, (trial.number, why)
+                    return
+                job = self.requeued_slurm_job(ret)
+                log.warning("optuna: trial %d interrupted (%s): %s", trial.number, why,
+                            f"SLURM requeued its job {job.job_id}, waiting for it" if job else "launched again, it "
+                            "resumes from its checkpoint")
         finally:
             beating.set()
             heartbeat.join()
-        run_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg else None
-        if isinstance(error, RunInterrupted):  # a signal: the trial is owed again, and resumes from its checkpoint
-            self.interrupt(trial, str(error).splitlines()[0], run_dir)
-            if self.in_process:  # the signal was this process's: the sweep stops
-                self.stop, self.interrupted = True, (trial.number, str(error).splitlines()[0])
-            return
+        run_dir = self.run_dir_of(ret, trial)
         if isinstance(error, (optuna.TrialPruned, TrialPruned)):  # the app's, or an sft-sweep run's (its records kept)
             self.tell(trial, state=optuna.trial.TrialState.PRUNED)
             self.record(trial.number, trial.params, Status.PRUNED, run_dir=run_dir, overrides=overrides)
@@ -334,6 +375,78 @@ class OptunaSweeperImpl:
         self.record(trial.number, trial.params, Status.DIVERGED if isinstance(error, RunDiverged) else Status.FAILED,
                     run_dir=run_dir, overrides=overrides, reason=reason)
         log.warning("optuna: trial %d failed (%s): %s", trial.number, run_dir or "no run dir", reason)
+
+    def launch(self, trial, overrides: list) -> tuple:
+        """(JobReturn or None, the task's or launcher's exception or None)."""
+        try:
+            [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            return ret, (ret._return_value if ret.status == JobStatus.FAILED else None)
+        except Exception as exc:  # the launcher itself failed: a cluster refused the job, a job died, a signal
+            return None, exc
+
+    def run_dir_of(self, ret, trial) -> str:
+        return (ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg
+                else str(self.sweep_dir.trial(trial.number).path))
+
+    # --- SLURM jobs (hydra/launcher=submitit_slurm): which still run, waiting for one ----------------------
+    def check_slurm_accounting(self) -> None:
+        """submitit learns a job's end from SLURM's accounting (sacct): without it a cancelled or killed job looks
+        queued forever. Said once, before the first job."""
+        if type(self.launcher).__name__ != "SlurmLauncher":
+            return
+        import subprocess
+
+        try:
+            probe = subprocess.run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"], capture_output=True, text=True,
+                                   timeout=60)
+            trouble = probe.stderr.strip().splitlines()[-1] if probe.returncode else None
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            trouble = str(exc)
+        if trouble:
+            log.warning("optuna: SLURM accounting does not answer (sacct: %s): a trial whose job is cancelled or "
+                        "dies cannot be seen to end, and is not launched again", trouble)
+
+    def slurm_job(self, job_id: str):
+        if type(self.launcher).__name__ != "SlurmLauncher":
+            return None
+        import submitit
+
+        return submitit.SlurmJob(folder=str(OmegaConf.select(self.config, "hydra.launcher.submitit_folder")),
+                                 job_id=str(job_id))
+
+    def live_slurm_job(self, run_dir: Path):
+        """The SLURM job still running (or queued) for a trial, from the job id its run dir's Hydra config holds."""
+        hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
+        if type(self.launcher).__name__ != "SlurmLauncher" or not hydra_yaml.is_file():
+            return None
+        job_id = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id")
+        job = self.slurm_job(job_id) if job_id else None
+        return job if job is not None and slurm_state(job) in LIVE_STATES else None
+
+    def requeued_slurm_job(self, ret):
+        """After an interrupted SLURM trial: its job, when SLURM itself requeued it (scontrol requeue, preemption
+        with requeue) -- then its next run, not a new job, goes on with the trial; the first run's result file is
+        removed so that waiting takes the next one's."""
+        job_id = OmegaConf.select(ret.hydra_cfg, "hydra.job.id") if ret is not None and ret.hydra_cfg else None
+        job = self.slurm_job(job_id) if job_id else None
+        if job is None:
+            return None
+        state, deadline = slurm_state(job), time.time() + 120
+        while state in ("RUNNING", "COMPLETING", "CONFIGURING") and time.time() < deadline:  # still ending its run
+            time.sleep(2)
+            state = slurm_state(job)
+        if state not in LIVE_STATES:
+            return None
+        job.paths.result_pickle.unlink(missing_ok=True)
+        return job
+
+    def wait(self, job) -> tuple:
+        """(JobReturn or None, exception or None) of a SLURM job this sweeper did not launch (or launch last)."""
+        try:
+            ret = job.result()
+            return ret, (ret._return_value if ret.status == JobStatus.FAILED else None)
+        except Exception as exc:  # it died without a result
+            return None, exc
 
     def values(self, returned: Any, error: Optional[BaseException]) -> tuple[Optional[list], Optional[str]]:
         """(the trial's objective values, None) or (None, why it failed): numbers, numpy scalars and numeric
@@ -366,8 +479,8 @@ class OptunaSweeperImpl:
     # --- records ------------------------------------------------------------------------------------------
     def record(self, number: int, params: dict, status: Status, **extra) -> None:
         self.sweep_dir.record_trial(number, status, params, worker=f"{socket.gethostname()}:{os.getpid()}", **extra)
-        if status.failed:
-            return  # (its line, with the reason, is the caller's)
+        if status.failed or status == Status.INTERRUPTED:
+            return  # (its line, with the reason and what happens next, is the caller's)
         value = extra.get("value")
         log.info("optuna: trial %d %s%s", number, status.label, f" ({value:.6g})" if isinstance(value, float) else
                  f" ({', '.join(f'{v:.6g}' for v in value)})" if isinstance(value, list) else "")

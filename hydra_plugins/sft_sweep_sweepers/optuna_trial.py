@@ -88,9 +88,15 @@ def _trial(sweep_dir: str, storage: Optional[str], name: str, number: int):
     store = open_storage(storage, Path(sweep_dir))
     study = optuna.load_study(study_name=name, storage=store)
     study.pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    # Optuna has no public way to take up, in another process, a trial that was asked elsewhere: its storage id
-    return optuna.trial.Trial(study, frozen._trial_id)
+    return take_up(study, store, number)
+
+
+def take_up(study, storage, number: int):
+    """The `optuna.trial.Trial` of a study's trial `number`, asked in another process: to report to, or tell."""
+    import optuna
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
 def current_trial():

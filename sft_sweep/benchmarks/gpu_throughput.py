@@ -1,4 +1,5 @@
-"""Training throughput and memory on a GPU: sft-sweep against a plain TRL script, same rows, same model.
+"""Training throughput and memory on a GPU: sft-sweep against a plain TRL script and a plain HF/PEFT loop with the
+model's own cross-entropy (full logits, as LLaMA-Factory and Axolotl train), same rows, same model.
 
     python -m sft_sweep.benchmarks.gpu_throughput                       # Qwen3-0.6B and -4B architectures, CUDA
     python -m sft_sweep.benchmarks.gpu_throughput --archs 4b --steps 40 --repeats 2 --out gpu.json
@@ -158,9 +159,65 @@ def run_plain(s: dict, tmp: str) -> dict:
     return measure(trainer, s)
 
 
+def run_loop(s: dict, tmp: str) -> dict:
+    """A plain transformers + PEFT loop with the model's own cross-entropy (its full logits), as LLaMA-Factory and
+    Axolotl train by default: padded batches, or HF's padding-free flattening when packed."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
+
+    from sft_sweep import config
+    from sft_sweep.config import asset_path
+    from sft_sweep.data.sources import read_source
+
+    tokenizer = AutoTokenizer.from_pretrained(s["tokenizer"] or asset_path("tiny_tokenizer"))
+    arch = s["config"] or config.plain(config.compose())["model"]["config"]
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch), dtype=torch.bfloat16 if bf16 else
+                                             torch.float32).to(device)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    rows = [r for r, _ in read_source(s["data"])]
+    ids = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"] + (
+        f"\n\n{r['input']}" if r.get("input") else "")}, {"role": "assistant", "content": r["output"]}],
+        tokenize=True, return_dict=True)["input_ids"][:s["max_length"]] for r in rows]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    flatten = DataCollatorWithFlattening()
+    seconds = tokens = 0
+    for step in range(s["steps"]):
+        chunk = [ids[(step * s["batch"] + i) % len(ids)] for i in range(s["batch"])]
+        if s["packed"]:
+            batch = flatten([{"input_ids": x} for x in chunk])
+        else:
+            width = max(map(len, chunk))
+            batch = {"input_ids": torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in chunk]),
+                     "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk])}
+            batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        started = time.perf_counter()
+        model(**batch).loss.backward()  # the model's own loss: logits for every position
+        optimizer.step()
+        optimizer.zero_grad()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if step >= s["warmup"]:
+            seconds += time.perf_counter() - started
+            tokens += sum(map(len, chunk))
+    n_linear = linear_params(model.get_base_model())
+    out = {"tokens_per_s": tokens / seconds, "step_s": seconds / (s["steps"] - s["warmup"]), "steps": s["steps"],
+           "n_linear": n_linear, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if bf16 or device == "cuda"
+           else None}
+    out["mfu"] = 4 * n_linear * out["tokens_per_s"] / PEAK_FLOPS if torch.cuda.is_available() else None
+    return out
+
+
+SIDES = {"ours": ("sft-sweep", run_ours), "plain": ("plain TRL", run_plain), "loop": ("plain HF loop", run_loop)}
+
+
 def one(side: str, s: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        return (run_ours if side == "ours" else run_plain)(s, tmp)
+        return SIDES[side][1](s, tmp)
 
 
 def in_fresh_process(side: str, s: dict) -> dict:
@@ -182,9 +239,11 @@ def table(results: list[dict]) -> str:
     for arch, packed in sorted({(r["arch"], r["packed"]) for r in results}):
         ours = next(r for r in results if (r["arch"], r["packed"], r["side"]) == (arch, packed, "sft-sweep"))
         plain = next(r for r in results if (r["arch"], r["packed"], r["side"]) == (arch, packed, "plain TRL"))
+        loop = next(r for r in results if (r["arch"], r["packed"], r["side"]) == (arch, packed, "plain HF loop"))
         memory = f", memory x{ours['peak_gib'] / plain['peak_gib']:.2f}" if ours["peak_gib"] else ""
         lines.append(f"{arch} {'packed' if packed else 'unpacked'}: sft-sweep / plain TRL tokens/s "
-                     f"x{ours['tokens_per_s'] / plain['tokens_per_s']:.2f}{memory}")
+                     f"x{ours['tokens_per_s'] / plain['tokens_per_s']:.2f}{memory}; sft-sweep / plain HF loop "
+                     f"x{ours['tokens_per_s'] / loop['tokens_per_s']:.2f}")
     return "\n".join(lines)
 
 
@@ -197,7 +256,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="the tiny model, 4 steps, in this process")
     parser.add_argument("--out", type=Path, default=Path("gpu_throughput.json"))
-    parser.add_argument("--one", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=list(SIDES), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -210,11 +269,11 @@ def main(argv: list[str]) -> int:
     for arch in archs:
         for packed in (False, True):
             s = spec(arch, packed, steps, warmup, args.smoke)
-            runs = {"ours": [], "plain": []}
+            runs = {side: [] for side in SIDES}
             for _ in range(args.repeats):
-                for side in ("ours", "plain"):  # interleaved, so machine noise hits both alike
+                for side in SIDES:  # interleaved, so machine noise hits each alike
                     runs[side].append(one(side, s) if args.smoke else in_fresh_process(side, s))
-            for side, name in (("ours", "sft-sweep"), ("plain", "plain TRL")):
+            for side, (name, _) in SIDES.items():
                 median = {k: statistics.median(r[k] for r in runs[side]) if runs[side][0][k] is not None else None
                           for k in runs[side][0]}
                 results.append({"arch": arch, "packed": packed, "side": name, **median})

@@ -182,8 +182,27 @@ def export(folder: Path, train: list[dict], validation: list[dict], report: dict
     for name, rows in (("train", train), ("validation", validation)):
         _write_jsonl(tmp / f"{name}.jsonl", rows)
         Dataset.from_list(_arrow_rows(rows)).save_to_disk(str(tmp / name))
+    # report.json last, with every file's size: a cut or lost file is found before it is used (prepare)
+    report = {**report, "files": file_sizes(tmp)}
     (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     publish_dir(tmp, folder)
+
+
+def file_sizes(folder: Path, skip: tuple = ()) -> dict:
+    """{relative path: size in bytes} of every file in a cache folder (what verify checks it against)."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in skip}
+
+
+def damage(folder: Path, sizes: dict) -> str | None:
+    """Why a cache folder no longer matches the sizes written with it (a file cut short, lost or grown), or None."""
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} of its {size} bytes"
+    return None
 
 
 def publish_dir(tmp: Path, folder: Path) -> None:
@@ -208,7 +227,11 @@ def prepare(data_cfg: dict, fp: str | None = None) -> tuple[list[dict], list[dic
     folder = Path(data_cfg["cache_dir"]) / "prepared" / (fp or fingerprint(data_cfg))
     if (folder / "report.json").is_file():
         report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-        return read_jsonl(folder / "train.jsonl"), read_jsonl(folder / "validation.jsonl"), report, folder
+        why = damage(folder, report.get("files", {}))
+        if why is None:
+            return read_jsonl(folder / "train.jsonl"), read_jsonl(folder / "validation.jsonl"), report, folder
+        log.warning("data: the prepared data %s is damaged (%s): preparing it again", folder, why)
+        shutil.rmtree(folder, ignore_errors=True)
     train, validation, report = run_pipeline(data_cfg)
     report["fingerprint"] = folder.name
     export(folder, train, validation, report)

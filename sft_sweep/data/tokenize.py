@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
-from sft_sweep.data.prepare import publish_dir
+from sft_sweep.data.prepare import damage, file_sizes, publish_dir
 from sft_sweep.errors import UserError
 from sft_sweep.masking import Encoded, encode, end_of_turn_token
 
@@ -85,8 +85,13 @@ def cached_tokenize(prepared_fp: str, load_rows, tokenizer, cache_dir: str, max_
                       "packing": packing, "masking": masking}, sort_keys=True)
     folder = Path(cache_dir) / "tokenized" / hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     if (folder / "done").is_file():
-        log.info("data: reusing tokenized cache %s", folder)
-        return load_tokenized(folder / "train"), load_tokenized(folder / "eval"), folder
+        written = json.loads((folder / "done").read_text(encoding="utf-8"))
+        why = damage(folder, written.get("files", {})) if isinstance(written, dict) else "an older cache layout"
+        if why is None:
+            log.info("data: reusing tokenized cache %s", folder)
+            return load_tokenized(folder / "train"), load_tokenized(folder / "eval"), folder
+        log.warning("data: the tokenized cache %s is damaged (%s): tokenizing again", folder, why)
+        shutil.rmtree(folder, ignore_errors=True)
     train_rows, eval_rows = load_rows()
     train = tokenize_rows(train_rows, tokenizer, max_length, masking, "train")
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -94,7 +99,8 @@ def cached_tokenize(prepared_fp: str, load_rows, tokenizer, cache_dir: str, max_
     train.save_to_disk(str(tmp / "train"))
     if eval_rows:  # none: no evaluation (and no folder: datasets cannot read back an empty one)
         tokenize_rows(eval_rows, tokenizer, max_length, masking, "eval").save_to_disk(str(tmp / "eval"))
-    (tmp / "done").write_text(key + "\n", encoding="utf-8")
+    # `done` last, with every file's size: a cut or lost file is found before it is used (above)
+    (tmp / "done").write_text(json.dumps({"key": json.loads(key), "files": file_sizes(tmp)}) + "\n", encoding="utf-8")
     publish_dir(tmp, folder)
     return load_tokenized(folder / "train"), load_tokenized(folder / "eval"), folder
 

@@ -108,6 +108,32 @@ def test_tokenized_cache_is_reused(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 2
 
 
+def test_a_damaged_cache_is_found_and_built_again(tmp_path, caplog):
+    """A tokenized cache file cut short, a prepared validation.jsonl cut to a part of its lines: each is found by
+    the sizes written with it, named in one line, and rebuilt -- never read as it is."""
+    import logging
+
+    cfg = data_cfg(tmp_path)
+    tok = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
+    first = build_datasets(cfg, tok, 1024)
+    first_ids, n_validation = first.train["input_ids"], len(first.validation_rows)
+    [tokenized] = (tmp_path / "cache" / "tokenized").iterdir()
+    arrow = next(tokenized.glob("train/*.arrow"))
+    cut = arrow.read_bytes()[:1000]
+    arrow.unlink()  # (a new file: this process still maps the old one)
+    arrow.write_bytes(cut)
+    [prepared] = (tmp_path / "cache" / "prepared").iterdir()
+    validation = prepared / "validation.jsonl"
+    validation.write_text("".join(validation.read_text().splitlines(keepends=True)[:100]))
+    with caplog.at_level(logging.WARNING):
+        again = build_datasets(cfg, tok, 1024)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"data: the tokenized cache {tokenized} is damaged (train/{arrow.name} has 1000 of its " in warnings[0]
+    assert warnings[1].startswith(f"data: the prepared data {prepared} is damaged (validation.jsonl has ")
+    assert again.train["input_ids"] == first_ids  # rebuilt, the same
+    assert len(again.validation_rows) == n_validation == len(again.eval) == 216
+
+
 def test_sample_data_after_dedup(tmp_path):
     train, val, report = run_pipeline(data_cfg(tmp_path))
     assert report["sources"]["sample"]["duplicates_within"] == 243

@@ -1,8 +1,9 @@
 """The sft_optuna sweeper on a Hydra app that is not sft-sweep (tests/sweepers/toy/app.py): the search-space grammar,
 fixed and deleted keys, samplers (grid, multi-objective, custom search space, the removed MOTPE), n_jobs batches on
-the basic launcher, the failure budget, return values of other types, a failed trial's line, pruning through the
-public report function. Where the sweeper differs on purpose from hydra-optuna-sweeper, the test says so (the README's
-compatibility table lists each difference)."""
+the basic launcher, workers sharing a new sqlite study, pruners rebuilt from optuna.pruners only, the failure budget,
+return values of other types, a failed trial's line, pruning through the public report function. Where the sweeper
+differs on purpose from hydra-optuna-sweeper, the test says so (the README's compatibility table lists each
+difference)."""
 
 import json
 import os
@@ -16,6 +17,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hydra_plugins.sft_sweep_sweepers.optuna_trial import build_pruner
 from hydra_plugins.sft_sweep_sweepers.space import (
     create_optuna_distribution_from_override,
     create_params_from_overrides,
@@ -203,3 +205,38 @@ def test_the_public_report_function_prunes_a_weak_trial(tmp_path):
     alone = subprocess.run([sys.executable, str(APP), "steps=5", f"hydra.run.dir={tmp_path / 'alone'}"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120)
     assert alone.returncode == 0, alone.stderr
+
+
+def test_a_pruner_is_rebuilt_only_from_optuna_pruners_with_plain_arguments():
+    """A trial rebuilds the sweep's pruner from what the study's storage says (a shared database, a journal file):
+    a name outside optuna.pruners, or an argument that is not a plain value, is refused, never imported or called."""
+    assert type(build_pruner({"name": "MedianPruner", "module": "optuna.pruners",
+                              "kwargs": {"n_startup_trials": 2}})).__name__ == "MedianPruner"
+    with pytest.raises(ValueError, match="pruner os.system: not a class of optuna.pruners"):
+        build_pruner({"name": "system", "module": "os", "kwargs": {}})
+    with pytest.raises(ValueError, match="not a class of optuna.pruners"):
+        build_pruner({"name": "TYPE_CHECKING", "module": "optuna.pruners", "kwargs": {}})  # there, not a pruner
+    with pytest.raises(ValueError, match="plain values"):
+        build_pruner({"name": "MedianPruner", "module": "optuna.pruners", "kwargs": {"n_startup_trials": [1]}})
+
+
+@pytest.mark.slow
+def test_a_pruner_of_another_module_is_refused_in_one_line(tmp_path):
+    proc = sweep(tmp_path, "hydra.sweeper.pruner._target_=subprocess.getoutput", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.pruner: pruner subprocess.getoutput: not a class of optuna.pruners"]
+
+
+@pytest.mark.slow
+def test_three_workers_started_at_once_on_a_new_sqlite_study_share_it(tmp_path):
+    """They race to create the database's tables and the study (sqlite: 'table studies already exists'): the sweep
+    dir's lock takes them one at a time; between them they run n_trials, each once."""
+    argv = [sys.executable, str(APP), "--multirun", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra.sweeper.storage=sqlite", "hydra.sweeper.n_trials=9"]
+    workers = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+    assert sorted(row["trial"] for row in rows(tmp_path)) == list(range(9))
+    assert {row["status"] for row in rows(tmp_path)} == {"completed"}

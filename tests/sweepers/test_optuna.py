@@ -173,22 +173,19 @@ def test_a_worker_killed_mid_trial_is_resumed_by_running_the_command_again(tmp_p
     first_trial = (sweep / "0" / "metrics.json").stat().st_mtime_ns
     assert [t.state.name for t in study(sweep).trials] == ["COMPLETE", "RUNNING"]
 
-    subprocess.run(command, cwd=tmp_path, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    resumed = study(sweep)
-    assert [t.state.name for t in resumed.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert [t.user_attrs.get("interrupted", False) for t in resumed.trials] == [False, True, False]
-    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == first_trial  # never overwritten
-    assert [(r["trial"], r["status"]) for r in trials(sweep)] == [(0, "completed"), (1, "interrupted"),
-                                                                  (2, "completed")]
-    assert json.loads((sweep / "1" / "run_manifest.json").read_text())["status"] == "interrupted"
-    # the interrupted trial's parameters ran next, from its newest checkpoint rather than from step 0
-    assert resumed.trials[2].params == resumed.trials[1].params
     saved = max(int(p.name.split("-")[1]) for p in (sweep / "1" / "checkpoints").glob("checkpoint-*")
                 if (p / "trainer_state.json").is_file())
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = study(sweep)
+    assert [t.state.name for t in resumed.trials] == ["COMPLETE", "COMPLETE"]  # the killed worker's trial went on
+    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == first_trial  # never overwritten
+    assert [(r["trial"], r["status"]) for r in trials(sweep)] == [(0, "completed"), (1, "completed")]
+    # the same trial, in its own run dir, from its newest checkpoint rather than from step 0
     assert f"resuming from {sweep / '1' / 'checkpoints' / f'checkpoint-{saved}'} (step {saved})" in (
-        sweep / "2" / "train.log").read_text()
+        sweep / "1" / "train.log").read_text()
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["global_step"] == 16
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_trial"] in (0, 2) and results["trials"] == {"completed": 2, "interrupted": 1}
+    assert results["best_trial"] in (0, 1) and results["trials"] == {"completed": 2}
 
 
 def test_submitit_local_launcher_runs_two_trials_in_parallel_processes(tmp_path, monkeypatch):
