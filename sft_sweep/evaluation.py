@@ -104,7 +104,9 @@ def answer_eval(model, tokenizer, rows: list[dict], cfg: dict) -> tuple[dict, li
     prompts = answer_prompts(rows, cfg["max_samples"])
     generated = generate(model, tokenizer, [p["messages"] for p in prompts], cfg["max_new_tokens"], cfg["batch_size"],
                          cfg["enable_thinking"], tools=[p["tools"] for p in prompts])
+    # each answer with the conversation it answered (a server can be asked the same: scripts/serve_acceptance.sh)
     samples = [{"id": p["id"], "kind": ",".join(p["tags"]), "tags": p["tags"], "prompt": p["messages"][-1]["content"],
+                "messages": p["messages"], **({"tools": p["tools"]} if p["tools"] else {}),
                 "reference": p["reference"], **g} for p, g in zip(prompts, generated)]
     samples = [{**s, **score(s)} for s in samples]
     return summarize(samples), samples

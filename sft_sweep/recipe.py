@@ -118,6 +118,8 @@ def record(c: dict, trainer: Trainer, train_output: dict, evaluation: Evaluation
     trainer.save_model(str(weights))  # the adapter only, for LoRA (rank 0 writes it under DDP)
     if dist.is_main_process():
         trainer.processing_class.save_pretrained(str(weights))
+        if c["lora"] and c["model"]["config"]:  # a base built into the run dir: named relative to the adapter
+            run_dir.name_base_relative_to_adapter()
     metrics = {**training_metrics(trainer, train_output), names.RANDOM_INIT: bool(c["model"]["config"])}
     # A pruned trial stops at once: its curve and records, not the answer-level evaluation.
     metrics.update({**final_eval, **({} if metrics[names.PRUNED_AT_STEP] else evaluation.after(run_dir))})

@@ -13,7 +13,8 @@
       evaluation.json, evaluation_samples.jsonl            `python -m sft_sweep.evaluate` (other data: beside them,
                                                            evaluation-<overrides>.json)
       tune_progress.jsonl         an ASHA trial's reports
-      merged/                     `python -m sft_sweep.export`
+      merged/                     `python -m sft_sweep.export`: the model to serve (its card: merged/README.md)
+      gguf/                       `... export format=gguf|ollama`: model-<outtype>.gguf, Modelfile
       report.html                 curves, events, probes, evaluation (`python -m sft_sweep.report`)
       metrics.json                written last: the run is *finished* once it exists
 
@@ -148,6 +149,7 @@ class RunDir:
     evaluation_samples = property(lambda self: self.path / "evaluation_samples.jsonl")
     tune_progress = property(lambda self: self.path / "tune_progress.jsonl")
     merged = property(lambda self: self.path / "merged")
+    gguf = property(lambda self: self.path / "gguf")
     report = property(lambda self: self.path / "report.html")
     metrics = property(lambda self: self.path / "metrics.json")
 
@@ -159,6 +161,15 @@ class RunDir:
             return self.evaluation, self.evaluation_samples
         tag = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(overrides))[:120]
         return self.path / f"evaluation-{tag}.json", self.path / f"evaluation_samples-{tag}.jsonl"
+
+    def name_base_relative_to_adapter(self) -> None:
+        """adapter_config.json names the base its adapter was trained on: for a base built into the run dir
+        (base_model/), as a path relative to the adapter (../base_model) rather than this machine's absolute path,
+        so a copied or shared run dir's adapter loads with plain PEFT (from the adapter's folder)."""
+        path = self.adapter / "adapter_config.json"
+        config = read_json(path)
+        config["base_model_name_or_path"] = os.path.relpath(self.base_model, self.adapter)
+        write_json(path, config)
 
     def weights(self, lora: bool) -> Path:
         return self.adapter if lora else self.full_model
@@ -245,6 +256,7 @@ class RunDir:
                 "evaluate": f"python -m sft_sweep.evaluate run_dir={where}",
                 "export": f"python -m sft_sweep.export run_dir={where}",
                 "chat": f"python -m sft_sweep.chat run_dir={where}",
+                "serve": f"python -m sft_sweep.serve run_dir={where}",
                 "report": f"python -m sft_sweep.report dir={where}"}
 
     # --- reading a finished run back --------------------------------------------------------------

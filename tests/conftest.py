@@ -57,3 +57,15 @@ def sample_rows():
 
     rows = [json.loads(line) for line in open(asset_path("sample/chat.jsonl"), encoding="utf-8")][:60]
     return [{"messages": r["messages"], "tools": r.get("tools")} for r in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished run of the tiny model (30 steps, its 16 validation rows answered): evaluated, exported, served
+    and chatted with by tests/test_evaluation.py, test_export.py and test_serve.py (each xdist worker trains its
+    own)."""
+    from tests.helpers import TINY, run_cli
+
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=30", "eval.max_samples=40") == 0
+    return run_dir

