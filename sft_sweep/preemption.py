@@ -4,8 +4,8 @@
   a checkpoint, records the run as `interrupted` and exits with code 75 (EX_TEMPFAIL: try again). A
   second signal exits at once; a checkpoint it cuts short is detected on resume and skipped.
 - `trainer.resume_from_checkpoint: auto` (the default): a run starts from the newest *complete*
-  checkpoint of its own run dir or, in a fresh dir, of the newest unfinished run of the same command
-  beside it (the same command run again, or a sweep trial re-run with the same parameters). A path
+  checkpoint of its own run dir or, for a single run in a fresh dir, of the newest unfinished run of the
+  same command beside it (the same command run again; a sweep trial resumes from its own dir only). A path
   resumes from that checkpoint; null starts from scratch.
 
 What makes a checkpoint complete: run_dir.is_complete_checkpoint.

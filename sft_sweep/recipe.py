@@ -21,7 +21,7 @@ from sft_sweep.model import add_lora, base_model_path, build_model, build_tokeni
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.optuna_trial import OptunaReporter
 from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point
-from sft_sweep.run_dir import RunDir, pasteable_command, peak_memory_mib
+from sft_sweep.run_dir import RunDir, in_sweep, pasteable_command, peak_memory_mib
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.status import Status
 from sft_sweep.trainer import Trainer
@@ -45,8 +45,10 @@ def run(cfg: DictConfig) -> float:
                 set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
                 wandb_run = logger.start(c["logger"], run_dir, c)
                 trainer, data = setup(c, run_dir, wandb_run, stop)
-                checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"], pasteable_command(),
-                                          data.fingerprint)
+                # a sweep trial resumes from its own dir only (its sweeper launches an interrupted trial again
+                # there): another trial of the same parameters is another trial, not this run again
+                checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"],
+                                          None if in_sweep() else pasteable_command(), data.fingerprint)
                 evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
                                         trainer, data.validation_rows)
                 stop.phase = "the evaluation before training"

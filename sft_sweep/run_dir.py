@@ -388,6 +388,14 @@ class RefuseFinishedRunDir(Callback):
 
 
 # --- what the manifest records ----------------------------------------------------------------------
+def in_sweep() -> bool:
+    """This run is one trial of a sweep (a Hydra multirun job)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def pasteable_command() -> str | None:
     """The command that runs this run again, as a user would type it: the sweep's sampled values
     included, `hparams_search=...` left out (that would start a sweep), under torchrun when the run had

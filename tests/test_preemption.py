@@ -97,6 +97,25 @@ def test_after_sigkill_the_same_command_resumes_from_the_newest_complete_checkpo
     assert losses(fresh) == reference
 
 
+def test_a_sweep_trial_never_resumes_another_trials_checkpoint(tmp_path):
+    """Two trials of one sweep with the same parameters (a grid point run again, TPE sampling a point twice) are
+    two trials: the second trains from scratch even while the first lies interrupted beside it with checkpoints
+    (a sweeper launches an interrupted trial again in its own dir). A single run of the same command would resume
+    from them (above)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra.sweep.dir={sweep}", *RUN, "trainer.max_steps=8"]
+    assert run_cli(*args, "hydra.sweep.subdir=0") == 0
+    first = sweep / "0"
+    (first / "metrics.json").unlink()  # as if interrupted after its last checkpoint
+    record = json.loads((first / "run_manifest.json").read_text())
+    (first / "run_manifest.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    assert run_cli(*args, "hydra.sweep.subdir=1") == 0
+    second = sweep / "1"
+    assert json.loads((second / "run_manifest.json").read_text())["command"] == record["command"]
+    assert "resuming from" not in (second / "train.log").read_text()
+    assert [step for step, _ in losses(second)] == list(range(1, 9)) and losses(second) == losses(first)
+
+
 def checkpoint(run_dir, step, complete=True):
     path = run_dir / "checkpoints" / f"checkpoint-{step}"
     path.mkdir(parents=True)

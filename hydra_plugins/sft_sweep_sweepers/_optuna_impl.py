@@ -2,10 +2,11 @@
 
 One study, many workers: every worker (this command started again, on another GPU or machine with the same
 sweep dir and storage) takes the next trials under a lock until `n_trials` exist, counting those running
-elsewhere; a running trial carries a heartbeat. A trial whose worker died (its process gone, or its heartbeat
-older than `heartbeat_grace` s), or that a signal stopped, is recorded `interrupted` and owed again -- if it saved
-a checkpoint, its parameters are asked next and that trial resumes from it. That is also how re-running the same
-command resumes a sweep. `max_failure_rate` x `n_trials` failed trials (crashed or diverged) stop the sweep.
+elsewhere; a running trial carries a heartbeat. A trial that a signal, a preemption or its job's death
+interrupted is recorded `interrupted` and launched again as the same trial (number, parameters, run dir), where it
+resumes from its own newest checkpoint; a trial whose worker died (its process gone, or its heartbeat older than
+`heartbeat_grace` s) is taken over the same way by the next worker. That is also how re-running the same command
+resumes a sweep. `max_failure_rate` x `n_trials` failed trials (crashed or diverged) stop the sweep.
 
 Each trial is a Hydra job whose number is its Optuna trial number (optuna_trial.report finds its trial by it).
 On the basic launcher trials run in this process, `n_jobs` asked at once; on a launcher that runs jobs in other

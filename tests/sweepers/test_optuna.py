@@ -109,6 +109,31 @@ def test_three_trials_name_the_best_and_group_wandb_runs(tmp_path):
         "command"]
 
 
+def test_two_objectives_on_the_default_write_the_pareto_front_the_report_draws(tmp_path):
+    """The README's several-objectives command on the embedded default: eval loss (minimized) against exact match
+    (maximized). A sound learning rate and one that cannot learn: the sound one dominates, it alone is the front."""
+    sweep = tmp_path / "sweep"
+    assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.params=null", f"hydra.sweep.dir={sweep}",
+                   "optim.learning_rate=choice(0.005,0.0000001)", "hydra.sweeper.n_trials=2",
+                   "+hydra.sweeper.enqueue=[{optim.learning_rate: 0.005}, {optim.learning_rate: 0.0000001}]",
+                   "optimized_metric=[eval_loss,eval_exact_match]", "hydra.sweeper.direction=[minimize,maximize]",
+                   "hydra/sweeper/pruner=none", "hydra/sweeper/sampler=nsgaii", *FAST, "trainer.max_steps=12",
+                   "trainer.eval_steps=12", "eval.enabled=true", "eval.max_samples=4", "eval.probes=[]",
+                   "eval.general_path=null") == 0
+    rows = trials(sweep)
+    for r in rows:  # each trial's two values are its run's two metrics
+        metrics = json.loads((sweep / str(r["trial"]) / "metrics.json").read_text())
+        assert r["status"] == "completed" and r["value"] == pytest.approx([metrics["eval_loss"],
+                                                                           metrics["eval_exact_match"]])
+    assert rows[0]["value"][0] < rows[1]["value"][0] and rows[0]["value"][1] >= rows[1]["value"][1]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert [s["trial"] for s in results["solutions"]] == [0] and results["best_trial"] == 0
+    report = embedded(sweep / "report.html")
+    assert report["metrics"] == ["eval_loss", "eval_exact_match"] and report["pareto_front"] == [0]
+    assert "eval_exact_match (maximize) vs eval_loss (minimize), Pareto front in red" in (
+        sweep / "report.html").read_text()
+
+
 def test_failed_trials_count_against_the_budget_and_the_sweep_goes_on_until_it_is_spent(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     common = ["-m", "hparams_search=optuna", "hydra.sweeper.params=null", "lora.r=choice(4,8,16,-1,-2)", *FAST]
