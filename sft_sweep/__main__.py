@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sft_sweep import config, console
 from sft_sweep.errors import UserError, exit_in_one_line
+from sft_sweep.run_dir import in_sweep
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
@@ -26,7 +25,7 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         return recipe.run(cfg)
     except UserError as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if in_sweep():
             raise  # the sweeper records the failed trial and goes on
         exit_in_one_line(exc)
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sft_sweep import dist
 from sft_sweep import metric_names as names
-from sft_sweep.run_dir import RunDir
+from sft_sweep.run_dir import RunDir, in_sweep
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,9 @@ def start(logger_cfg: dict, run_dir: RunDir, config: dict, name: str | None = No
 
 def _trial_name_and_group(run_dir: RunDir) -> tuple[str, str | None]:
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
+    if in_sweep():
+        hc = HydraConfig.get()
         return hc.job.override_dirname or run_dir.path.name, Path(hc.sweep.dir).name
     return run_dir.path.name, None
 
