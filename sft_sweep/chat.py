@@ -9,7 +9,6 @@ quits; Ctrl-C stops an answer, and at the prompt quits.
 import sys
 
 import torch
-import yaml
 from transformers import TextStreamer
 
 from sft_sweep.config import parse_cli_args
@@ -33,8 +32,7 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
 
 def run_probes(run_dir: RunDir) -> list:
     """The probes the run was evaluated with (its saved config's eval.probes)."""
-    saved = yaml.safe_load(run_dir.hydra_config.read_text(encoding="utf-8")) if run_dir.hydra_config.is_file() else {}
-    return (saved.get("eval") or {}).get("probes") or []
+    return (run_dir.saved_config().get("eval") or {}).get("probes") or []
 
 
 def main(argv: list[str]) -> int:

@@ -37,10 +37,7 @@ OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 # --- the prompt: the run's template settings as the exported template's defaults ---------------------------
 def template_defaults(run_dir: RunDir, template: str) -> dict:
     """The keyword arguments the run's evaluation passed to the chat template, for those the template reads."""
-    import yaml
-
-    saved = yaml.safe_load(run_dir.hydra_config.read_text(encoding="utf-8")) if run_dir.hydra_config.is_file() else {}
-    evaluation = (saved or {}).get("eval") or {}
+    evaluation = run_dir.saved_config().get("eval") or {}
     kwargs = {"enable_thinking": bool(evaluation.get("enable_thinking", False))}
     return {key: value for key, value in kwargs.items() if key in template}
 

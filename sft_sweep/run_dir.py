@@ -249,6 +249,11 @@ class RunDir:
     def read_metrics(self) -> dict:
         return read_json(self.metrics)
 
+    def saved_config(self) -> dict:
+        """The run's composed config as Hydra saved it ({} where there is none)."""
+        return (yaml.safe_load(self.hydra_config.read_text(encoding="utf-8")) if self.hydra_config.is_file()
+                else None) or {}
+
     def commands(self) -> dict:
         """What to do with the run: run it again, evaluate, export, chat, rebuild its report."""
         where = shlex.quote(str(self.path))
