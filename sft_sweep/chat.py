@@ -13,7 +13,7 @@ from transformers import TextStreamer
 
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
-from sft_sweep.errors import UserError
+from sft_sweep.errors import one_line_errors
 from sft_sweep.evaluation import probe_question
 from sft_sweep.masking import end_of_turn_token
 from sft_sweep.run_dir import RunDir
@@ -35,15 +35,12 @@ def run_probes(run_dir: RunDir) -> list:
     return (run_dir.saved_config().get("eval") or {}).get("probes") or []
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_cli_args(argv, __doc__, ("run_dir",), {"max_new_tokens": "256", "probes": "true"})
-        cli_logging()
-        run_dir = RunDir(args["run_dir"])
-        model, tokenizer = run_dir.load_model()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = parse_cli_args(argv, __doc__, ("run_dir",), {"max_new_tokens": "256", "probes": "true"})
+    cli_logging()
+    run_dir = RunDir(args["run_dir"])
+    model, tokenizer = run_dir.load_model()
     limit = int(args["max_new_tokens"])
     try:
         if args["probes"] == "true":

@@ -32,6 +32,21 @@ def exit_in_one_line(exc: UserError) -> NoReturn:
     raise SystemExit(getattr(exc, "exit_code", 2)) from None
 
 
+def one_line_errors(main):
+    """A small CLI's `main(argv) -> int`: a UserError out of it is one `error: ...` line on stderr and exit code 2,
+    no traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str]) -> int:
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
 def exits_in_one_line(function):
     """A UserError out of `function` (a sweeper's sweep, say, which Hydra would print with its traceback)
     ends the process by exit_in_one_line."""

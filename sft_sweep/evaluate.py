@@ -16,7 +16,7 @@ import time
 from sft_sweep import config, console
 from sft_sweep import metric_names as names
 from sft_sweep.data import build_datasets
-from sft_sweep.errors import UserError
+from sft_sweep.errors import UserError, one_line_errors
 from sft_sweep.evaluation import answer_eval, perplexity, probe_answers, probe_question, write_samples
 from sft_sweep.model import base_model_path, build_model, build_tokenizer
 from sft_sweep.packing import BlockDiagonalCollator
@@ -53,14 +53,11 @@ def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
     return result, out
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
-    try:
-        config.parse_cli_args([a for a in argv if a in ("-h", "--help")], __doc__)
-        console.cli_logging()
-        result, out = evaluate(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config.parse_cli_args([a for a in argv if a in ("-h", "--help")], __doc__)
+    console.cli_logging()
+    result, out = evaluate(argv)
     for key in SHOWN:
         print(f"{key}: {result[key]}")
     print(f"written to {out}")

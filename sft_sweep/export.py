@@ -27,7 +27,7 @@ from pathlib import Path
 from sft_sweep import metric_names as names
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
-from sft_sweep.errors import UserError
+from sft_sweep.errors import UserError, one_line_errors
 from sft_sweep.run_dir import RunDir, read_json
 
 FORMATS = ("hf", "gguf", "ollama")
@@ -234,29 +234,26 @@ def modelfile(run_dir: RunDir, gguf: Path, tokenizer) -> Path:
     return path
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_cli_args(argv, __doc__, ("run_dir",), {"dtype": "auto", "format": "hf", "converter": None,
-                                                             "outtype": "f16"})
-        if args["format"] not in FORMATS:
-            raise UserError(f"format={args['format']}: one of {', '.join(FORMATS)}")
-        cli_logging()
-        run_dir = RunDir(args["run_dir"])
-        if args["format"] != "hf":  # everything the converter needs, before the merge
-            find_converter(args["converter"])
-        out = export(run_dir, args["dtype"])
-        print(f"merged model written to {out}")
-        if args["format"] != "hf":
-            gguf = to_gguf(run_dir, args["converter"], args["outtype"])
-            print(f"GGUF written to {gguf}")
-            if args["format"] == "ollama":
-                from transformers import AutoTokenizer
+    args = parse_cli_args(argv, __doc__, ("run_dir",), {"dtype": "auto", "format": "hf", "converter": None,
+                                                         "outtype": "f16"})
+    if args["format"] not in FORMATS:
+        raise UserError(f"format={args['format']}: one of {', '.join(FORMATS)}")
+    cli_logging()
+    run_dir = RunDir(args["run_dir"])
+    if args["format"] != "hf":  # everything the converter needs, before the merge
+        find_converter(args["converter"])
+    out = export(run_dir, args["dtype"])
+    print(f"merged model written to {out}")
+    if args["format"] != "hf":
+        gguf = to_gguf(run_dir, args["converter"], args["outtype"])
+        print(f"GGUF written to {gguf}")
+        if args["format"] == "ollama":
+            from transformers import AutoTokenizer
 
-                path = modelfile(run_dir, gguf, AutoTokenizer.from_pretrained(out))
-                print(f"Ollama Modelfile written to {path} (ollama create <name> -f {path})")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            path = modelfile(run_dir, gguf, AutoTokenizer.from_pretrained(out))
+            print(f"Ollama Modelfile written to {path} (ollama create <name> -f {path})")
     return 0
 
 

@@ -21,7 +21,7 @@ from sft_sweep import metric_names as names
 from sft_sweep import plots
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import FORGETTING_CAVEAT
-from sft_sweep.errors import UserError
+from sft_sweep.errors import UserError, one_line_errors
 from sft_sweep.run_dir import (
     RunDir,
     SweepDir,
@@ -404,13 +404,10 @@ def refresh(path, importances: bool = True) -> Path | None:
         return None
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_cli_args(argv, __doc__, ("dir",), {})
-        print(write_report(args["dir"]))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = parse_cli_args(argv, __doc__, ("dir",), {})
+    print(write_report(args["dir"]))
     return 0
 
 

@@ -17,10 +17,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from sft_sweep.errors import UserError
+from sft_sweep.errors import UserError, one_line_errors
 from sft_sweep.run_dir import RunDir, SweepDir
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m sft_sweep.reproduce", description=__doc__.splitlines()[0],
                                      epilog="Extra arguments are Hydra overrides.")
@@ -28,14 +29,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--best", action="store_true", help="reproduce the sweep's best trial")
     parser.add_argument("--trial", type=int, default=None, help="reproduce this trial of the sweep")
     args, overrides = parser.parse_known_args(argv)
-    try:
-        run_dir = (SweepDir(args.path).best_run_dir() if args.best else SweepDir(args.path).trial(args.trial)
-                   if args.trial is not None else RunDir(args.path))
-        if not run_dir.hydra_config.is_file():
-            raise UserError(f"{run_dir.hydra_config} not found: {run_dir.path} is not a run dir")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run_dir = (SweepDir(args.path).best_run_dir() if args.best else SweepDir(args.path).trial(args.trial)
+               if args.trial is not None else RunDir(args.path))
+    if not run_dir.hydra_config.is_file():
+        raise UserError(f"{run_dir.hydra_config} not found: {run_dir.path} is not a run dir")
     command = ["--config-path", str(run_dir.hydra_config.parent), "--config-name", "config", *overrides]
     print(f"running: python -m sft_sweep {shlex.join(command)}", flush=True)
     sys.argv = ["sft_sweep", *command]

