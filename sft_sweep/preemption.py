@@ -100,12 +100,12 @@ def same_data(checkpoint: Path, data_fingerprint: str | None) -> bool:
 def disk_full_is_an_error(checkpoints: str):
     """No space left anywhere in a run (a checkpoint, most likely; the weights, the records): remove the
     half-written checkpoints, which only take room, and say in one line where the run can go on from."""
+    folder = Path(checkpoints)
     try:
         yield
     except Exception as exc:
-        if not disk_full(exc, Path(checkpoints)):
+        if not disk_full(exc, folder):
             raise
-        folder = Path(checkpoints)
         good = newest_complete(folder)
         half = [p for p in folder.glob("checkpoint-*") if not is_complete_checkpoint(p)]
         for path in half:

@@ -73,6 +73,11 @@ def why_interrupted(error) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def outcome(ret) -> tuple:
+    """(the job's JobReturn, the task's exception when it failed, else None)."""
+    return ret, (ret._return_value if ret.status == JobStatus.FAILED else None)
+
+
 def slurm_state(job) -> str:
     try:
         return str(job.get_info(mode="force").get("State", "UNKNOWN")).split()[0]
@@ -381,7 +386,7 @@ class OptunaSweeperImpl:
         """(JobReturn or None, the task's or launcher's exception or None)."""
         try:
             [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
-            return ret, (ret._return_value if ret.status == JobStatus.FAILED else None)
+            return outcome(ret)
         except Exception as exc:  # the launcher itself failed: a cluster refused the job, a job died, a signal
             return None, exc
 
@@ -390,10 +395,14 @@ class OptunaSweeperImpl:
                 else str(self.sweep_dir.trial(trial.number).path))
 
     # --- SLURM jobs (hydra/launcher=submitit_slurm): which still run, waiting for one ----------------------
+    @property
+    def on_slurm(self) -> bool:
+        return type(self.launcher).__name__ == "SlurmLauncher"
+
     def check_slurm_accounting(self) -> None:
         """submitit learns a job's end from SLURM's accounting (sacct): without it a cancelled or killed job looks
         queued forever. Said once, before the first job."""
-        if type(self.launcher).__name__ != "SlurmLauncher":
+        if not self.on_slurm:
             return
         import subprocess
 
@@ -408,7 +417,7 @@ class OptunaSweeperImpl:
                         "dies cannot be seen to end, and is not launched again", trouble)
 
     def slurm_job(self, job_id: str):
-        if type(self.launcher).__name__ != "SlurmLauncher":
+        if not self.on_slurm:
             return None
         import submitit
 
@@ -418,7 +427,7 @@ class OptunaSweeperImpl:
     def live_slurm_job(self, run_dir: Path):
         """The SLURM job still running (or queued) for a trial, from the job id its run dir's Hydra config holds."""
         hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
-        if type(self.launcher).__name__ != "SlurmLauncher" or not hydra_yaml.is_file():
+        if not self.on_slurm or not hydra_yaml.is_file():
             return None
         job_id = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id")
         job = self.slurm_job(job_id) if job_id else None
@@ -444,8 +453,7 @@ class OptunaSweeperImpl:
     def wait(self, job) -> tuple:
         """(JobReturn or None, exception or None) of a SLURM job this sweeper did not launch (or launch last)."""
         try:
-            ret = job.result()
-            return ret, (ret._return_value if ret.status == JobStatus.FAILED else None)
+            return outcome(job.result())
         except Exception as exc:  # it died without a result
             return None, exc
 
