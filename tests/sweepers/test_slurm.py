@@ -47,11 +47,17 @@ def start_sweep(cluster, sweep, n_trials, log, *extra):
 
 
 def first_to_checkpoint(sweep, count, sweeper, log) -> list[int]:
-    """The first `count` trials to save a checkpoint (the ones SLURM started first), in trial order."""
+    """The first `count` trials to save a checkpoint (the ones SLURM started first), in trial order.
+
+    A trial seen with a checkpoint stays seen: SLURM may start two jobs seconds apart, and by the time the second
+    saves its first checkpoint the first trial's may be rotated away (save_total_limit) -- never both at once."""
+    seen: list[int] = []
     while True:
-        saved = sorted(int(p.parents[2].name) for p in sweep.glob("*/checkpoints/checkpoint-20/trainer_state.json"))
-        if len(saved) >= count:
-            return saved[:count]
+        for state in sorted(sweep.glob("*/checkpoints/checkpoint-*/trainer_state.json")):
+            if (trial := int(state.parents[2].name)) not in seen:
+                seen.append(trial)
+        if len(seen) >= count:
+            return sorted(seen[:count])
         assert sweeper.poll() is None, log.read_text()[-3000:]
         time.sleep(0.2)
 
