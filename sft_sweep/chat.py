@@ -20,8 +20,10 @@ from sft_sweep.run_dir import RunDir
 
 
 @torch.no_grad()
-def reply(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+def reply(model, tokenizer, messages: list[dict], max_new_tokens: int, template_kwargs: dict) -> str:
+    """Stream the answer to `messages`, asked with the prompt the run was evaluated on (`template_kwargs`, its
+    eval.enable_thinking among them)."""
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     eot = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -42,20 +44,21 @@ def main(argv: list[str]) -> int:
     run_dir = RunDir(args["run_dir"])
     model, tokenizer = run_dir.load_model()
     limit = int(args["max_new_tokens"])
+    template_kwargs = run_dir.chat_template_kwargs(tokenizer.chat_template or "")
     try:
         if args["probes"] == "true":
             for probe in run_probes(run_dir):
                 conversation = [{"role": "user", "content": probe}] if isinstance(probe, str) else probe
                 print(f"probe> {probe_question(probe)}\nmodel> ", end="", flush=True)
-                reply(model, tokenizer, conversation, limit)
+                reply(model, tokenizer, conversation, limit, template_kwargs)
         print("chat: /reset clears the conversation, /exit quits", flush=True)
-        chat(model, tokenizer, limit)
+        chat(model, tokenizer, limit, template_kwargs)
     except KeyboardInterrupt:
         print(flush=True)
     return 0
 
 
-def chat(model, tokenizer, limit: int) -> None:
+def chat(model, tokenizer, limit: int, template_kwargs: dict) -> None:
     messages: list[dict] = []
     while True:
         try:
@@ -72,7 +75,7 @@ def chat(model, tokenizer, limit: int) -> None:
             continue
         print("model> ", end="", flush=True)
         try:
-            answer = reply(model, tokenizer, [*messages, {"role": "user", "content": text}], limit)
+            answer = reply(model, tokenizer, [*messages, {"role": "user", "content": text}], limit, template_kwargs)
         except KeyboardInterrupt:  # stop this answer; the question is dropped from the conversation
             print("\n(answer stopped)", flush=True)
             continue

@@ -35,13 +35,6 @@ OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 
 
 # --- the prompt: the run's template settings as the exported template's defaults ---------------------------
-def template_defaults(run_dir: RunDir, template: str) -> dict:
-    """The keyword arguments the run's evaluation passed to the chat template, for those the template reads."""
-    evaluation = run_dir.saved_config().get("eval") or {}
-    kwargs = {"enable_thinking": bool(evaluation.get("enable_thinking", False))}
-    return {key: value for key, value in kwargs.items() if key in template}
-
-
 def with_defaults(template: str, defaults: dict) -> str:
     """The template with `defaults` set where the caller passes nothing: apply_chat_template(messages) then renders
     as apply_chat_template(messages, **defaults) did, and an explicit keyword still wins."""
@@ -73,7 +66,7 @@ def export(run_dir: RunDir, dtype: str = "auto") -> Path:
     model, tokenizer = run_dir.load_model(dtype)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    defaults = template_defaults(run_dir, tokenizer.chat_template or "")
+    defaults = run_dir.chat_template_kwargs(tokenizer.chat_template or "")
     tokenizer.chat_template = with_defaults(tokenizer.chat_template, defaults)
     model.generation_config = generation_config(tokenizer)
     out = run_dir.merged

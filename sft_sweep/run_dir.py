@@ -254,6 +254,13 @@ class RunDir:
         return (yaml.safe_load(self.hydra_config.read_text(encoding="utf-8")) if self.hydra_config.is_file()
                 else None) or {}
 
+    def chat_template_kwargs(self, template: str) -> dict:
+        """The keyword arguments the run's evaluation passed to the chat template (eval.enable_thinking), for those
+        `template` reads: the prompt the run was evaluated on, which chat renders and export bakes in as defaults."""
+        evaluation = self.saved_config().get("eval") or {}
+        kwargs = {"enable_thinking": bool(evaluation.get("enable_thinking", False))}
+        return {key: value for key, value in kwargs.items() if key in template}
+
     def commands(self) -> dict:
         """What to do with the run: run it again, evaluate, export, chat, rebuild its report."""
         where = shlex.quote(str(self.path))

@@ -8,8 +8,10 @@ import sys
 import pexpect
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from sft_sweep.config import asset_path
 from sft_sweep.evaluate import main as evaluate_cli
 from sft_sweep.export import main as export_cli
 from sft_sweep.generation import generate
@@ -100,6 +102,20 @@ def test_chat_in_a_terminal(run):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0 and first.strip()
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_chat_asks_with_the_template_settings_the_run_was_evaluated_with(thinking, tmp_path):
+    """chat (and export's template defaults) render the run's own eval.enable_thinking, not a fixed setting."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"eval": {"enable_thinking": thinking}}))
+    tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
+    kwargs = RunDir(tmp_path).chat_template_kwargs(tokenizer.chat_template)
+    assert kwargs == {"enable_thinking": thinking}
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+2?"}], tokenize=False,
+                                           add_generation_prompt=True, **kwargs)
+    assert prompt.endswith("<|im_start|>assistant\n" + ("" if thinking else "<think>\n\n</think>\n\n"))
+    assert RunDir(tmp_path).chat_template_kwargs("{{ messages }}") == {}  # a template that reads no such setting
 
 
 @pytest.mark.slow
