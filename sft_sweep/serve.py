@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
+from sft_sweep.data.formats import conversation
 from sft_sweep.errors import UserError, one_line_errors
 from sft_sweep.run_dir import RunDir
 
@@ -86,7 +87,8 @@ class Engine:
         self.lock = threading.Lock()  # one generation at a time
 
     def prompt_ids(self, request: dict) -> list[int]:
-        text = self.tokenizer.apply_chat_template(request["messages"], tools=request.get("tools"), tokenize=False,
+        messages, tools = conversation(request["messages"], request.get("tools"))  # as training read them
+        text = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
                                                   add_generation_prompt=True,
                                                   **(request.get("chat_template_kwargs") or {}))
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -108,7 +108,7 @@ def test_logger_options():
 def test_bundled_data_options_point_at_shipped_files(option):
     data = plain(f"data={option}")["data"]
     assert data["sources"] and all(Path(s["path"]).is_file() for s in data["sources"])
-    assert data["train_on"] == "all_assistant" and data["on_error"] == "raise"
+    assert data["train_on"] == "all_assistant" and data["on_error"] == "skip"
 
 
 def test_data_local_and_hub_options():

@@ -1,10 +1,19 @@
 """Every common SFT row format -> one normalized chat row.
 
 Normalized row: {"messages": [...], "tools": list | None, "id": str, "source": str, "tags": list}
-Messages have `role` (system/user/assistant/tool) and `content`; assistant turns may carry
-`tool_calls` ([{"type": "function", "function": {"name", "arguments": <JSON string>}}]) and
-`reasoning_content`. Arguments are kept as JSON text: chat templates accept it, and it keeps one
-Arrow schema across rows whose argument objects differ.
+Messages have `role` (system/user/assistant/tool) and text `content`; assistant turns may carry
+`tool_calls` ([{"type": "function", "function": {"name", "arguments": <mapping>}}]) and
+`reasoning_content`. This is the convention of `apply_chat_template` and TRL: templates that write
+arguments with `tojson` (Qwen2.5's, Llama-3.1's) need a mapping, or they train a quoted string of JSON
+where the model must emit an object; templates that accept both render a mapping as the same JSON.
+Tools are OpenAI's `{"type": "function", "function": {...}}` (a bare function schema is wrapped), as a
+server passes them to the template at inference.
+
+Whatever a source writes is normalized to that: tool-call arguments as JSON text or as an object;
+ShareGPT/glaive `function_call` turns; OpenAI `tool_calls` and the older `function_call`/`function`;
+typed content parts -- OpenAI's (`{"type": "text", "text": ...}`) and LLaMA-Factory v1's (`{"type":
+"text" | "reasoning" | "tool_call", "value": ...}`). Image, audio, video and file parts are refused:
+the models trained here read text only.
 
 A `text` row has no messages (nothing to mask): {"text": ..., "messages": None, ...}.
 """
@@ -14,6 +23,12 @@ import json
 FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "text", "mapping")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool"}
+# Content parts a text-only model cannot read (OpenAI's, transformers' and LLaMA-Factory's names).
+MEDIA_PARTS = {"image", "image_url", "input_image", "audio", "input_audio", "video", "video_url", "file"}
+# Text parts of one message are joined as vLLM's OpenAI server joins them for a text-only template.
+PART_SEPARATOR = "\n"
+# How Alpaca's instruction and input are joined into the user turn (LLaMA-Factory's join).
+ALPACA_JOIN = "\n"
 
 
 class RowError(ValueError):
@@ -36,66 +51,111 @@ def detect_format(row: dict) -> str:
     raise RowError(f"unknown row format (keys: {sorted(row)[:8]}); set the source's format and field_map")
 
 
-def _arguments_json(arguments) -> str:
-    if isinstance(arguments, str):
-        try:
-            json.loads(arguments)
-        except json.JSONDecodeError:
-            raise RowError(f"tool-call arguments are not valid JSON: {arguments[:60]!r}") from None
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False)
+def _json(text: str, what: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise RowError(f"{what} are not valid JSON: {text[:60]!r}") from None
+
+
+def _arguments(arguments) -> dict:
+    """Tool-call arguments as a mapping, from JSON text or an object (none: no arguments)."""
+    value = _json(arguments, "tool-call arguments") if isinstance(arguments, str) else arguments
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RowError(f"tool-call arguments are not a JSON object: {str(arguments)[:60]!r}")
+    return value
 
 
 def _tool_calls(calls) -> list[dict]:
+    """OpenAI `tool_calls` entries or bare {"name", "arguments"} calls -> the normalized list."""
     out = []
-    for call in calls:
+    for call in calls if isinstance(calls, list) else [calls]:
         fn = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not fn.get("name"):
             raise RowError("tool call without a function name")
-        out.append({"type": "function", "function": {"name": fn["name"],
-                                                     "arguments": _arguments_json(fn.get("arguments", {}))}})
+        out.append({"type": "function", "function": {"name": fn["name"], "arguments": _arguments(fn.get("arguments"))}})
     return out
 
 
-def _message(m) -> dict:
+def _parts(content, i: int) -> tuple[str, str | None, list]:
+    """A message's content -> (text, reasoning or None, tool calls). Plain text passes through; a list of
+    typed parts is read part by part."""
+    if content is None:
+        return "", None, []
+    if isinstance(content, str):
+        return content, None, []
+    if not isinstance(content, list):
+        raise RowError(f"message {i} content is neither text nor a list of parts: {str(content)[:40]!r}")
+    texts, reasoning, calls = [], [], []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        kind = part.get("type") if isinstance(part, dict) else None
+        value = part.get("text", part.get("value")) if isinstance(part, dict) else None
+        if kind in MEDIA_PARTS:
+            raise RowError(f"message {i} has a part of type {kind!r}: sft-sweep trains text-only models (drop "
+                           f"the part, or the row)")
+        if kind == "tool_call":
+            calls.append(_json(value, "tool_call part values") if isinstance(value, str) else value)
+        elif kind in ("text", "reasoning") and isinstance(value, str):
+            (texts if kind == "text" else reasoning).append(value)
+        else:
+            raise RowError(f"message {i} has a content part that is not text, reasoning or a tool call: "
+                           f"{str(part)[:60]!r}")
+    return PART_SEPARATOR.join(texts), PART_SEPARATOR.join(reasoning) or None, calls
+
+
+def _message(m, i: int) -> dict:
     if not isinstance(m, dict):
         raise RowError(f"message is not an object: {str(m)[:40]!r}")
-    content = m.get("content")
-    out = {"role": m.get("role"), "content": "" if content is None else content}
-    if not isinstance(out["content"], str):
-        raise RowError(f"message content is not text: {str(content)[:40]!r}")
-    if m.get("tool_calls"):
-        out["tool_calls"] = _tool_calls(m["tool_calls"])
-    if m.get("reasoning_content"):
-        out["reasoning_content"] = m["reasoning_content"]
+    role = "tool" if m.get("role") == "function" else m.get("role")  # OpenAI's older function result
+    text, reasoning, calls = _parts(m.get("content"), i)
+    out = {"role": role, "content": text}
+    calls += m.get("tool_calls") or []
+    if m.get("function_call"):  # OpenAI's older single call
+        calls.append(m["function_call"])
+    if calls:
+        out["tool_calls"] = _tool_calls(calls)
+    reasoning = m.get("reasoning_content") or reasoning
+    if reasoning:
+        out["reasoning_content"] = reasoning
     return out
 
 
 def _tools(tools):
+    """The row's tool schemas as OpenAI's list of {"type": "function", "function": {...}} (JSON text parsed,
+    a bare function schema wrapped: what a server hands the template at inference)."""
     if tools in (None, "", []):
         return None
     if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError:
-            raise RowError("`tools` is not valid JSON") from None
-    if not isinstance(tools, list):
-        raise RowError("`tools` is not a list")
-    return tools
+        tools = _json(tools, "`tools`")
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise RowError("`tools` is not a list of tool schemas")
+    return [t if "function" in t or "name" not in t else {"type": "function", "function": t} for t in tools]
 
 
 def from_messages(row):
     messages = row.get("messages", row.get("conversations"))
     if not isinstance(messages, list):
         raise RowError("`messages` is not a list")
-    return [_message(m) for m in messages]
+    return [_message(m, i) for i, m in enumerate(messages)]
+
+
+def conversation(messages, tools=None) -> tuple[list[dict], list | None]:
+    """OpenAI chat messages and tools (a server's request) as the normalized conversation training renders: the
+    same template input for the same conversation at training and at serving (arguments as JSON text, content
+    parts, bare tool schemas read as training reads them)."""
+    return from_messages({"messages": messages}), _tools(tools)
 
 
 def from_alpaca(row):
     messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     for turn in row.get("history") or []:
         messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
-    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+    prompt = row["instruction"] + (ALPACA_JOIN + row["input"] if row.get("input") else "")
     return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
 
 
@@ -106,13 +166,9 @@ def from_sharegpt(row):
         if role is None:
             raise RowError(f"unknown ShareGPT speaker {turn.get('from')!r}")
         value = turn.get("value") or ""
-        if turn["from"] == "function_call":
-            try:
-                call = json.loads(value)
-            except json.JSONDecodeError:
-                raise RowError(f"function_call value is not valid JSON: {value[:60]!r}") from None
-            calls = call if isinstance(call, list) else [call]
-            messages.append({"role": "assistant", "content": "", "tool_calls": _tool_calls(calls)})
+        if turn["from"] == "function_call":  # {"name", "arguments"} as JSON text (or a list of them)
+            messages.append({"role": "assistant", "content": "",
+                             "tool_calls": _tool_calls(_json(value, "function_call values"))})
         else:
             messages.append({"role": role, "content": value})
     return messages
@@ -121,7 +177,7 @@ def from_sharegpt(row):
 def from_prompt_completion(row):
     prompt, completion = row["prompt"], row["completion"]
     if isinstance(prompt, list):  # conversational prompt/completion
-        return [_message(m) for m in prompt + completion]
+        return [_message(m, i) for i, m in enumerate(prompt + completion)]
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
 
 

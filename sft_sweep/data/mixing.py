@@ -14,16 +14,24 @@ STRATEGIES = ("concat", "interleave", "resample")
 
 
 def row_hash(row: dict) -> bytes:
-    """Hash of the normalized conversation (messages, or text for text rows); metadata is ignored.
-    Normalized messages have a fixed key order, so joining their fields is canonical (and much
-    faster than json.dumps(sort_keys=True))."""
+    """Hash of everything the chat template renders: the messages (system included, with their reasoning and
+    tool calls) and the tool schemas, or the text of a text row; metadata (id, source, tags) is ignored. Rows
+    with the same turns but other tools are different rows. Normalized messages have a fixed key order, so
+    joining their fields is canonical (and much faster than json.dumps(sort_keys=True) of the whole row);
+    tool calls and tools, whose key order is the source's, are canonical JSON."""
     if row["messages"] is None:
         body = "T\x1e" + row["text"]
     else:
         body = "\x1e".join(f"{m['role']}\x1f{m['content']}\x1f{m.get('reasoning_content') or ''}\x1f"
-                            f"{json.dumps(m['tool_calls'], ensure_ascii=False) if m.get('tool_calls') else ''}"
+                            f"{canonical_json(m['tool_calls']) if m.get('tool_calls') else ''}"
                             for m in row["messages"])
+        if row.get("tools"):
+            body += "\x1dtools\x1f" + canonical_json(row["tools"])
     return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def dedup(rows: list[dict], seen: set | None = None) -> tuple[list[dict], int]:

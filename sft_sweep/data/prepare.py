@@ -21,7 +21,7 @@ from sft_sweep.data.validate import check_row
 from sft_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
-PREPARED_VERSION = 1  # bump when the normalized schema or pipeline changes meaning
+PREPARED_VERSION = 2  # bump when the normalized schema or pipeline changes meaning
 FIRST_PROBLEMS = 5
 # The data group's keys (conf/data/*.yaml); `path`, `format` and `field_map` are data=local's, which its source reads.
 KEYS = {"sources", "mix", "total_size", "mix_seed", "val_ratio", "min_val_size", "eval_path", "split_seed", "on_error",
@@ -46,6 +46,13 @@ class Problems:
 
     def as_dict(self) -> dict:
         return {kind: {"count": n, "first": self.first[kind]} for kind, n in self.counts.most_common()}
+
+
+def problem_lines(problems: dict, what: str) -> list[str]:
+    """A line per kind of problem (Problems.as_dict(), or a prepared report's `problems`) naming its first rows:
+    nothing is dropped without saying which rows and why."""
+    return [f"{what} {p['count']} row{'s' * (p['count'] != 1)} ({kind}): " + "; ".join(p["first"][:3])
+            + (" ..." if p["count"] > 3 else "") for kind, p in problems.items()]
 
 
 def source_specs(data_cfg: dict) -> list[dict]:
@@ -168,8 +175,19 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _arrow_rows(rows: list[dict]) -> list[dict]:
-    # `tools` schemas differ row to row; as JSON text they fit one Arrow column.
-    return [{**r, "tools": json.dumps(r["tools"], ensure_ascii=False) if r["tools"] else None} for r in rows]
+    """The rows for the Arrow copy. Arrow holds one schema per column, and tool schemas and tool-call arguments
+    differ row to row: both are written as JSON text there (the JSONL copy, which runs read back, keeps them as
+    objects; reading the Arrow copy as a source parses them back)."""
+    def message(m: dict) -> dict:
+        if not m.get("tool_calls"):
+            return m
+        calls = [{**c, "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"],
+                                                                            ensure_ascii=False)}}
+                 for c in m["tool_calls"]]
+        return {**m, "tool_calls": calls}
+
+    return [{**r, "tools": json.dumps(r["tools"], ensure_ascii=False) if r["tools"] else None,
+             "messages": [message(m) for m in r["messages"]] if r["messages"] is not None else None} for r in rows]
 
 
 def export(folder: Path, train: list[dict], validation: list[dict], report: dict) -> None:

@@ -24,6 +24,26 @@ def test_dedup_within_and_against_seen():
     assert (len(b), removed) == (5, 2)
 
 
+def test_dedup_keys_on_everything_rendered_tools_and_system_included():
+    """Two rows with the same turns but other tool schemas are two rows (glaive's tool-call demo has such pairs);
+    the same schemas or arguments written in another key order or as JSON text are the same row."""
+    from sft_sweep.data.formats import normalize
+
+    def row(tools, arguments='{"city": "Paris", "unit": "C"}', system=None):
+        turns = [{"from": "human", "value": "Weather in Paris?"},
+                 {"from": "function_call", "value": f'{{"name": "get_weather", "arguments": {arguments}}}'},
+                 {"from": "observation", "value": "15"}, {"from": "gpt", "value": "15 degrees."}]
+        return normalize({"conversations": turns, "tools": tools, **({"system": system} if system else {})},
+                         "sharegpt")
+
+    weather = '[{"name": "get_weather", "description": "Weather", "parameters": {"type": "object"}}]'
+    reordered = '[{"description": "Weather", "parameters": {"type": "object"}, "name": "get_weather"}]'
+    both = '[{"name": "get_weather", "parameters": {}}, {"name": "get_time", "parameters": {}}]'
+    kept, removed = dedup([row(weather), row(both), row(None), row(weather, system="Be brief."),
+                           row(reordered), row(weather, arguments='{"unit": "C", "city": "Paris"}')])
+    assert (len(kept), removed) == (4, 2)
+
+
 def test_weights_normalized_zero_uniform_negative_error():
     assert normalize_weights([3, 1]) == [0.75, 0.25]
     assert normalize_weights([0, 0, 0]) == [1 / 3] * 3
