@@ -153,3 +153,40 @@ def test_every_sample_row_trains_only_assistant_text():
             else:
                 expected.append(m["content"] + "<|im_end|>")
         assert trained_runs(tok, enc.input_ids, enc.assistant_masks) == expected, row["id"]
+
+
+AGENT_TURNS = [  # two user turns, each answered with reasoning, the first through a tool
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "reasoning_content": "Call the tool.",
+     "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "content": "15"},
+    {"role": "assistant", "content": "15 degrees.", "reasoning_content": "The tool said 15."},
+    {"role": "user", "content": "And in Rome?"},
+    {"role": "assistant", "content": "I cannot tell without the tool.", "reasoning_content": "No call this time."},
+]
+
+
+@pytest.mark.parametrize("name", ["tiny", "qwen3 (real tokenizer)"])
+def test_a_turn_trains_in_the_context_the_model_answers_it_in(name):
+    """Qwen3's template (and the tiny one, its copy) drops the reasoning of turns before the last user message: in
+    the whole render, the first answers stand without their reasoning, yet the model wrote each of them right
+    after its own earlier reasoning. Such a conversation trains as one sequence per user turn: the messages up to
+    the next user turn, training the turns that answer it, each with its reasoning, in the context it was
+    answered in; every turn trains once."""
+    from sft_sweep.masking import TurnNotFound, encode_sequences
+
+    make, eot = TEMPLATES[name]
+    if name != "tiny" and not QWEN3_TOKENIZER.is_dir():
+        pytest.skip("needs ../shared (the real Qwen3 tokenizer)")
+    tok = make()
+    with pytest.raises(TurnNotFound):
+        encode(tok, AGENT_TURNS)  # as one sequence the first answers cannot be located
+    first, second = encode_sequences(tok, AGENT_TURNS)
+    for sequence, end in ((first, 4), (second, 6)):
+        assert sequence.input_ids == tok.apply_chat_template(AGENT_TURNS[:end], tokenize=True)["input_ids"]
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert trained_runs(tok, first.input_ids, first.assistant_masks) == [
+        f"<think>\nCall the tool.\n</think>\n\n{call}{eot}", f"<think>\nThe tool said 15.\n</think>\n\n15 degrees.{eot}"]
+    assert trained_runs(tok, second.input_ids, second.assistant_masks) == [
+        f"<think>\nNo call this time.\n</think>\n\nI cannot tell without the tool.{eot}"]
+    assert "The tool said 15." not in tok.decode(second.input_ids)  # the template's own history, as served

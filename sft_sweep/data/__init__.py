@@ -16,7 +16,7 @@ from datasets import Dataset
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sft_sweep.data.prepare import fingerprint, prepare
+from sft_sweep.data.prepare import fingerprint, prepare, problem_lines
 from sft_sweep.data.tokenize import cached_tokenize, masking_config
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,13 @@ def build_datasets(data_cfg: dict, tokenizer, max_length: int, packing: bool = F
     def rows():
         nonlocal prepared
         prepared = prepare(data_cfg, fp)
-        train, validation, report, folder = prepared
-        if report.get("rows_rejected"):
-            log.warning("data: skipped %d bad rows (see %s/report.json)", report["rows_rejected"], folder)
-        return train, validation
+        return prepared[:2]
 
     train, evaluation, folder = cached_tokenize(fp, rows, tokenizer, data_cfg["cache_dir"], max_length, packing,
                                                 masking_config(data_cfg))
     log.info("data: %d train / %d eval sequences%s", len(train), len(evaluation),
              "" if len(evaluation) else " (no evaluation: every row trains)")
-    validation_rows = (prepared or prepare(data_cfg, fp))[1]  # read back from the prepared cache
+    _, validation_rows, report, prepared_dir = prepared or prepare(data_cfg, fp)  # read back from its cache
+    for line in problem_lines(report.get("problems") or {}, "data: skipped"):  # every run says what it skipped
+        log.warning("%s (all in %s/report.json)", line, prepared_dir)
     return RunData(train, evaluation if len(evaluation) else None, validation_rows, folder.name)

@@ -42,8 +42,9 @@ def percentiles(values: list[int]) -> str:
 
 
 def check(cfg: dict) -> None:
-    from sft_sweep.data.tokenize import encode_row, masking_config
-    from sft_sweep.masking import end_of_turn_token
+    from sft_sweep.data.formats import RowError
+    from sft_sweep.data.prepare import Problems
+    from sft_sweep.data.tokenize import RowEncoder, masking_config
     from sft_sweep.model import build_tokenizer
 
     data = {**cfg["data"], "on_error": "skip"}  # report every problem instead of stopping at the first
@@ -55,7 +56,8 @@ def check(cfg: dict) -> None:
         raise
     rows = train + validation
     tokenizer = build_tokenizer(cfg["model"])
-    masking, eot, max_length = masking_config(cfg["data"]), end_of_turn_token(tokenizer), cfg["trainer"]["max_length"]
+    encode, max_length = RowEncoder(tokenizer, masking_config(cfg["data"])), cfg["trainer"]["max_length"]
+    template_problems = Problems("skip")  # rows the chat template cannot render as written
     roles, turns, lengths, fate = Counter(), [], [], {}
     for split_name, split_rows in (("train", train), ("validation", validation)):
         fate[split_name] = Counter()
@@ -64,10 +66,16 @@ def check(cfg: dict) -> None:
                 roles.update(m["role"] for m in row["messages"])
                 turns.append(len(row["messages"]))
             # exactly as training tokenizes it (data/tokenize.py): cut at max_length, dropped without a trained token
-            enc = encode_row(tokenizer, row, masking, eot)
-            lengths.append(len(enc.input_ids))
-            fate[split_name]["whole" if len(enc.input_ids) <= max_length else
-                             "cut" if any(enc.assistant_masks[:max_length]) else "dropped"] += 1
+            try:
+                encoded = encode(row)
+            except RowError as exc:
+                template_problems.add(f"{split_name} row {row['id']}", str(exc))
+                fate[split_name]["refused"] += 1
+                continue
+            for enc in encoded:  # a sequence per user turn where the template asks for it (RowEncoder)
+                lengths.append(len(enc.input_ids))
+                fate[split_name]["whole" if len(enc.input_ids) <= max_length else
+                                 "cut" if any(enc.assistant_masks[:max_length]) else "dropped"] += 1
     print(f"rows: {len(rows)} valid ({report['train_rows']} train, {report['validation_rows']} validation), "
           f"{report['rows_rejected']} rejected")
     for name, s in report["sources"].items():
@@ -81,7 +89,8 @@ def check(cfg: dict) -> None:
     for split_name, counts in fate.items():
         n = sum(counts.values())
         print(f"{split_name} at trainer.max_length={max_length}: {counts['whole']} of {n} rows whole, {counts['cut']} "
-              f"cut (their tokens after it do not train), {counts['dropped']} dropped (no answer token within it)")
+              f"cut (their tokens after it do not train), {counts['dropped']} dropped (no answer token within it)"
+              + (f", {counts['refused']} the chat template cannot render (below)" if counts["refused"] else ""))
     if any(counts["cut"] or counts["dropped"] for counts in fate.values()):
         longest = max(lengths)
         print(f"warning: training will cut {fate['train']['cut']} and drop {fate['train']['dropped']} of "
@@ -89,7 +98,17 @@ def check(cfg: dict) -> None:
               f"{fate['validation']['dropped']} of {len(validation)}); raise trainer.max_length (e.g. "
               f"trainer.max_length={2 ** longest.bit_length()}, the longest row is {longest}) to keep them whole")
     print(sizing.describe(report["train_rows"], bool(cfg["lora"]), cfg["optim"]["learning_rate"]))
+    if encode.split_rows:
+        print(f"multi-turn: {encode.split_rows} conversations train as one sequence per user turn (the chat template "
+              f"renders earlier turns differently once a later user turn follows); the counts above are sequences")
+    if encode.reasoning_dropped:
+        print(f"reasoning: the chat template has no place for reasoning_content: {encode.reasoning_dropped} rows "
+              f"train their answers without their reasoning")
     print_problems(report)
+    if template_problems.counts:
+        print(f"the chat template cannot render {sum(template_problems.counts.values())} rows as written "
+              f"(data.on_error=skip drops them, raise stops the run):")
+        print_kinds(template_problems.as_dict())
 
 
 def validation_line(data_cfg: dict, report: dict) -> str:
@@ -112,7 +131,11 @@ def print_problems(report: dict) -> None:
         print("problems: none")
         return
     print(f"problems ({report['rows_rejected']} rows rejected):")
-    for kind, p in report["problems"].items():
+    print_kinds(report["problems"])
+
+
+def print_kinds(problems: dict) -> None:
+    for kind, p in problems.items():
         print(f"  {p['count']} x {kind}")
         for example in p["first"]:
             print(f"      {example}")
@@ -138,26 +161,36 @@ def suggest_mapping(specs: list[dict], report: dict) -> None:
 
 
 def inspect(cfg: dict, n: int) -> None:
-    from sft_sweep.data.tokenize import encode_row, masking_config
-    from sft_sweep.masking import end_of_turn_token
+    from sft_sweep.data.formats import RowError
+    from sft_sweep.data.tokenize import RowEncoder, masking_config
     from sft_sweep.model import build_tokenizer
 
     tokenizer = build_tokenizer(cfg["model"])
     train, _, _, _ = prepare(cfg["data"])
-    eot, masking = end_of_turn_token(tokenizer), masking_config(cfg["data"])
+    encode = RowEncoder(tokenizer, masking_config(cfg["data"]))
     color = sys.stdout.isatty()
     for row in train[:n]:
-        enc = encode_row(tokenizer, row, masking, eot)
-        # Decode runs of equally-masked tokens together (one token may be half a UTF-8 character).
-        out, start = [], 0
-        marks = ("\033[42m", "\033[0m") if color else ("[[", "]]")
-        for end in range(1, len(enc.input_ids) + 1):
-            if end == len(enc.input_ids) or enc.assistant_masks[end] != enc.assistant_masks[start]:
-                text = tokenizer.decode(enc.input_ids[start:end])
-                out.append(f"{marks[0]}{text}{marks[1]}" if enc.assistant_masks[start] else text)
-                start = end
-        print(f"--- {row['id']} ({sum(enc.assistant_masks)} of {len(enc.input_ids)} tokens trained)")
-        print("".join(out))
+        try:
+            encoded = encode(row)
+        except RowError as exc:
+            print(f"--- {row['id']}: not trained ({exc})")
+            continue
+        for enc in encoded:
+            print_marked(tokenizer, row["id"], enc, color)
+
+
+def print_marked(tokenizer, row_id: str, enc, color: bool) -> None:
+    """One sequence, its trained tokens marked."""
+    # Decode runs of equally-masked tokens together (one token may be half a UTF-8 character).
+    out, start = [], 0
+    marks = ("\033[42m", "\033[0m") if color else ("[[", "]]")
+    for end in range(1, len(enc.input_ids) + 1):
+        if end == len(enc.input_ids) or enc.assistant_masks[end] != enc.assistant_masks[start]:
+            text = tokenizer.decode(enc.input_ids[start:end])
+            out.append(f"{marks[0]}{text}{marks[1]}" if enc.assistant_masks[start] else text)
+            start = end
+    print(f"--- {row_id} ({sum(enc.assistant_masks)} of {len(enc.input_ids)} tokens trained)")
+    print("".join(out))
 
 
 @one_line_errors

@@ -13,7 +13,7 @@ from sft_sweep.data import build_datasets
 from sft_sweep.data.__main__ import main as data_cli
 from sft_sweep.data.prepare import prepare, run_pipeline
 from sft_sweep.errors import UserError
-from tests.helpers import FIXTURES, plain
+from tests.helpers import FIXTURES, SHARED, plain
 
 F = FIXTURES / "formats"
 
@@ -152,7 +152,9 @@ def test_prepare_and_inspect_cli(tmp_path, capsys):
     assert data_cli(["prepare", "data=mixture", f"data.cache_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     folder = out.strip().split(" in ")[-1]
-    assert json.loads(open(f"{folder}/report.json").read())["mixed_rows"] == 2583
+    report = json.loads(open(f"{folder}/report.json").read())
+    # interleaving uses every distinct row of every source, once
+    assert report["mixed_rows"] == sum(s["rows_kept"] for s in report["sources"].values()) > 2000
     assert data_cli(["inspect", "n=2", f"data.cache_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert out.count("tokens trained)") == 2 and "[[" in out and "<|im_end|>]]" in out
@@ -189,3 +191,50 @@ def test_check_says_exactly_what_training_will_cut_drop_and_hold_out(tmp_path, c
         assert len(tokenize_rows(split_rows, tok, 256, masking, split)) == whole + cut  # training keeps these
     assert sum(int(counts[s][3]) for s in counts) == 4 and sum(int(counts[s][2]) for s in counts) == 4
     assert "warning: training will cut" in out
+
+
+def test_rows_the_template_cannot_render_are_named_by_the_check_skipped_by_a_run_or_stop_it(tmp_path, capsys, tok):
+    """The bundled ShareGPT sample's tool-call rows on a template with no place for tool calls (SmolLM2's): the data
+    check names them and why; training skips them by default, saying which, or stops before training with
+    on_error=raise. Never a conversation trained without its calls."""
+    chatml = FIXTURES / "chat_templates" / "smollm2.jinja"
+    args = ["check", "data=sharegpt", f"data.cache_dir={tmp_path}", f"model.chat_template={chatml}"]
+    assert data_cli(args) == 0
+    out = capsys.readouterr().out
+    refused = int(re.search(r"the chat template cannot render (\d+) rows as written", out).group(1))
+    sample = json.loads(open(asset_path("sample/sharegpt.json"), encoding="utf-8").read())
+    calls = {tuple(json.dumps(t) for t in r["conversations"]) for r in sample
+             if any(t["from"] == "function_call" for t in r["conversations"])}
+    assert refused == len(calls) and "no place for its tool calls and tool schemas" in out
+    train, validation, _ = run_pipeline(data_cfg(tmp_path, "data=sharegpt"))
+    template = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
+    template.chat_template = chatml.read_text(encoding="utf-8")
+    from sft_sweep.data.tokenize import masking_config, tokenize_rows
+
+    masking = masking_config(data_cfg(tmp_path, "data=sharegpt"))
+    notes = []
+    kept = tokenize_rows(train, template, 256, masking, "train", notes)
+    with_calls = sum(any(m.get("tool_calls") for m in r["messages"]) for r in train)
+    assert len(kept) == len(train) - with_calls and with_calls > 0
+    assert notes[0].startswith(f"train: skipped {with_calls} rows (the chat template has no place for its tool calls")
+    assert len(tokenize_rows(train, tok, 256, masking, "train")) == len(train)  # the tiny template renders them all
+    with pytest.raises(UserError, match=r"^train row sharegpt-\d+: the chat template has no place for its tool calls"):
+        tokenize_rows(train, template, 256, {**masking, "on_error": "raise"}, "train")
+
+
+@pytest.mark.slow
+def test_the_sharegpt_presets_documented_example_trains(tmp_path, caplog):
+    """README: `python -m sft_sweep data=sharegpt data.sources.0.path=../shared/.../glaive_toolcall_zh_demo.json`
+    trains; its two malformed rows (a tool result after a call written as plain text) are skipped and named."""
+    path = SHARED / "data" / "llamafactory" / "glaive_toolcall_zh_demo.json"
+    if not path.is_file():
+        pytest.skip("../shared is absent: glaive_toolcall_zh_demo.json is in ../shared/data/llamafactory")
+    from tests.helpers import TINY, run_cli
+
+    run_dir = tmp_path / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", "data=sharegpt", f"data.sources.0.path={path}", *TINY,
+                   "trainer.max_steps=4", "trainer.max_length=2048", "eval.max_samples=2",
+                   "eval.before_training=false", "eval.general_path=null") == 0
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert (f"data: skipped 2 rows (tool message N does not follow an assistant tool call): {path} row 198: tool "
+            f"message 2 does not follow an assistant tool call; {path} row 294") in log
