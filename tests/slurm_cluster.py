@@ -24,6 +24,10 @@ PROGRAMS = ["slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "mariadb-in
             "sacctmgr", "scontrol", "unshare", "nsenter", "ip"]
 
 
+UNFINISHED = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
+              "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+
+
 class SlurmCluster:
     def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 16000, accounting: bool = True):
         self.root, self.cpus, self.memory_mb, self.accounting = Path(root), cpus, memory_mb, accounting
@@ -192,3 +196,14 @@ class SlurmCluster:
         out = self.run(["sacct", "-X", "-n", "-P", "-a", "-o", "JobIDRaw,JobName,State,ExitCode"]).stdout
         return [dict(zip(("id", "name", "state", "exit"), line.split("|"))) for line in out.splitlines()
                 if line.strip()]
+
+    def ended_jobs(self, ids, timeout: float = 120) -> dict[str, dict]:
+        """{id: job} of every job accounting knows, once each of `ids` is recorded in a final state: slurmdbd
+        records a job's end some seconds after its processes exit (seen: RUNNING 12 s after), more under load."""
+        deadline = time.time() + timeout
+        while True:
+            jobs = {job["id"]: job for job in self.jobs()}
+            if all(i in jobs and jobs[i]["state"].split()[0] not in UNFINISHED for i in ids):
+                return jobs
+            assert time.time() < deadline, f"accounting has not recorded the end of jobs {ids}: {jobs}"
+            time.sleep(0.5)

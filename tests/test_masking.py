@@ -186,7 +186,8 @@ def test_a_turn_trains_in_the_context_the_model_answers_it_in(name):
         assert sequence.input_ids == tok.apply_chat_template(AGENT_TURNS[:end], tokenize=True)["input_ids"]
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
     assert trained_runs(tok, first.input_ids, first.assistant_masks) == [
-        f"<think>\nCall the tool.\n</think>\n\n{call}{eot}", f"<think>\nThe tool said 15.\n</think>\n\n15 degrees.{eot}"]
+        f"<think>\nCall the tool.\n</think>\n\n{call}{eot}",
+        f"<think>\nThe tool said 15.\n</think>\n\n15 degrees.{eot}"]
     assert trained_runs(tok, second.input_ids, second.assistant_masks) == [
         f"<think>\nNo call this time.\n</think>\n\nI cannot tell without the tool.{eot}"]
     assert "The tool said 15." not in tok.decode(second.input_ids)  # the template's own history, as served

@@ -103,7 +103,7 @@ def test_cancelled_and_requeued_trials_resume_to_the_undisturbed_value(cluster, 
     assert {r["status"] for r in rows.values()} == {"completed"} and {r["steps"] for r in rows.values()} == {300}
     assert rows[0]["value"] == rows[1]["value"] == rows[2]["value"]  # what undisturbed training reaches
     assert resumed(sweep, a) and resumed(sweep, b) and not resumed(sweep, undisturbed)
-    jobs = {job["id"]: job for job in cluster.jobs() if job["id"] not in before}
+    jobs = {i: job for i, job in cluster.ended_jobs([cancelled, requeued]).items() if i not in before}
     assert jobs[cancelled]["state"].startswith("CANCELLED")  # "CANCELLED by 0"
     assert jobs[requeued]["state"] == "COMPLETED"  # the same job, requeued, finished the trial
     assert job_of(sweep, b) == requeued and job_of(sweep, a) != cancelled  # the cancelled trial got a new job
@@ -132,7 +132,7 @@ def test_a_preempted_trial_and_a_killed_sweeper_lose_nothing_and_launch_nothing_
     assert {r["status"] for r in rows.values()} == {"completed"}
     assert rows[0]["value"] == rows[1]["value"]
     assert resumed(sweep, 0) and not resumed(sweep, 1)
-    jobs = {job["id"]: job for job in cluster.jobs() if job["id"] not in before}
+    jobs = {i: job for i, job in cluster.ended_jobs([running]).items() if i not in before}
     assert job_of(sweep, 1) == running and jobs[running]["state"] == "COMPLETED"
     assert len(jobs) == 3  # the two trials and trial 0's relaunch: the adopted trial was not launched again
 
