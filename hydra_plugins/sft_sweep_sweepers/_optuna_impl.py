@@ -50,7 +50,6 @@ log = logging.getLogger("hydra_plugins.sft_sweep_sweepers.optuna_sweeper")
 INTERRUPTED = Status.INTERRUPTED.value  # the user attribute that marks an interrupted trial (owed again)
 
 
-MAX_RELAUNCHES = 5  # an interrupted trial is launched again at most this many times (it resumes from checkpoints)
 LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
                "SUSPENDED", "RESIZING")  # a SLURM job that will run (again)
 
@@ -74,8 +73,21 @@ def why_interrupted(error) -> str:
 
 
 def outcome(ret) -> tuple:
-    """(the job's JobReturn, the task's exception when it failed, else None)."""
-    return ret, (ret._return_value if ret.status == JobStatus.FAILED else None)
+    """(the job's JobReturn, the task's exception when it failed, else None). JobReturn.return_value raises the
+    task's exception for a failed job (Hydra's public way to get it)."""
+    if ret.status != JobStatus.FAILED:
+        return ret, None
+    try:
+        ret.return_value
+    except Exception as exc:  # noqa: BLE001 -- the task's own exception, whatever it is
+        return ret, exc
+    return ret, None
+
+
+def has_checkpoint(run_dir) -> bool:
+    """The trial's run dir holds a checkpoint to resume from (`checkpoint-<step>` folders, the Hugging Face
+    Trainer's name, anywhere under it)."""
+    return run_dir is not None and any(Path(run_dir).glob("**/checkpoint-*"))
 
 
 def slurm_state(job) -> str:
@@ -187,6 +199,8 @@ class OptunaSweeperImpl:
             raise UserError(f"hydra.sweeper.max_failure_rate={conf.max_failure_rate}: a share, from 0 to 1")
         if conf.n_jobs < 1:
             raise UserError(f"hydra.sweeper.n_jobs={conf.n_jobs}: at least 1")
+        if conf.max_relaunches < 0:
+            raise UserError(f"hydra.sweeper.max_relaunches={conf.max_relaunches}: 0 or more")
         bad = [d for d in self.directions if d not in ("minimize", "maximize")]
         if bad:
             raise UserError(f"hydra.sweeper.direction={conf.direction}: each direction is minimize or maximize")
@@ -327,11 +341,14 @@ class OptunaSweeperImpl:
             silent = time.time() - t.user_attrs.get("heartbeat", 0) > self.conf.heartbeat_grace
             if not (gone or silent) or len(adopted) == limit:
                 continue
+            gone_worker = t.user_attrs.get("worker")  # (before claim(): the cached trial shows the new worker after)
             trial = take_up(self.study, self.storage, t.number)
             self.claim(trial)
-            job = self.live_slurm_job(self.sweep_dir.trial(t.number).path)
-            log.warning("optuna: trial %d's worker %s is gone: %s", t.number, t.user_attrs.get("worker"),
-                        f"waiting for its SLURM job {job.job_id}, still running" if job else "running it again")
+            job, state = self.slurm_job_to_adopt(self.sweep_dir.trial(t.number).path)
+            log.warning("optuna: trial %d's worker %s is gone: %s", t.number, gone_worker,
+                        f"waiting for its SLURM job {job.job_id}, still {state}" if job and state in LIVE_STATES else
+                        f"its SLURM job {job.job_id} ended ({state}): reading its result" if job else
+                        "running it again")
             adopted.append((trial, job))
         return adopted
 
@@ -346,21 +363,27 @@ class OptunaSweeperImpl:
         beating = threading.Event()
         heartbeat = threading.Thread(target=self.beat, args=(trial, beating), daemon=True)
         heartbeat.start()
+        relaunch_limit, limit = None, self.conf.max_relaunches
         try:
-            for attempt in range(MAX_RELAUNCHES + 1):
+            for attempt in range(limit + 1):
                 ret, error = self.wait(job) if job is not None else self.launch(trial, overrides)
-                if not interrupted(error) or attempt == MAX_RELAUNCHES:
+                if not interrupted(error):
                     break
                 run_dir = self.run_dir_of(ret, trial)
                 why = why_interrupted(error)
+                if attempt == limit:
+                    relaunch_limit = (f"interrupted {attempt + 1} time{'s' * (attempt > 0)}, and "
+                                      f"hydra.sweeper.max_relaunches={limit}: the last time {why}")
+                    break
                 self.record(trial.number, trial.params, Status.INTERRUPTED, run_dir=run_dir, reason=why)
                 if self.in_process or self.stop:  # this process was stopped: the sweep ends, the trial is resumed
                     self.stop, self.interrupted = True, (trial.number, why)
                     return
                 job = self.requeued_slurm_job(ret)
                 log.warning("optuna: trial %d interrupted (%s): %s", trial.number, why,
-                            f"SLURM requeued its job {job.job_id}, waiting for it" if job else "launched again, it "
-                            "resumes from its checkpoint")
+                            f"SLURM requeued its job {job.job_id}, waiting for it" if job else
+                            "launched again, it resumes from its checkpoint" if has_checkpoint(run_dir) else
+                            "launched again (it saved no checkpoint: from the start)")
         finally:
             beating.set()
             heartbeat.join()
@@ -370,6 +393,7 @@ class OptunaSweeperImpl:
             self.record(trial.number, trial.params, Status.PRUNED, run_dir=run_dir, overrides=overrides)
             return
         values, reason = self.values(ret.return_value if ret is not None and error is None else None, error)
+        reason = relaunch_limit or reason
         if values is not None:
             self.tell(trial, values=values)
             self.record(trial.number, trial.params, Status.COMPLETED, run_dir=run_dir, overrides=overrides,
@@ -424,14 +448,21 @@ class OptunaSweeperImpl:
         return submitit.SlurmJob(folder=str(OmegaConf.select(self.config, "hydra.launcher.submitit_folder")),
                                  job_id=str(job_id))
 
-    def live_slurm_job(self, run_dir: Path):
-        """The SLURM job still running (or queued) for a trial, from the job id its run dir's Hydra config holds."""
+    def slurm_job_to_adopt(self, run_dir: Path) -> tuple:
+        """(job, its state) for a trial taken over from a gone worker, from the job id its run dir's Hydra config
+        holds: a job still running or queued (waited on, never submitted twice), or one that ended while no sweeper
+        watched it and left its result (read, never run again); else (None, None): the trial is launched again."""
         hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
         if not self.on_slurm or not hydra_yaml.is_file():
-            return None
+            return None, None
         job_id = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id")
         job = self.slurm_job(job_id) if job_id else None
-        return job if job is not None and slurm_state(job) in LIVE_STATES else None
+        if job is None:
+            return None, None
+        state = slurm_state(job)
+        if state in LIVE_STATES or (state == "COMPLETED" and job.done()):
+            return job, state
+        return None, None
 
     def requeued_slurm_job(self, ret):
         """After an interrupted SLURM trial: its job, when SLURM itself requeued it (scontrol requeue, preemption

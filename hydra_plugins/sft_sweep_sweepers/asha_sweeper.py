@@ -141,7 +141,7 @@ class AshaSweeper(Sweeper):
             ret = run_job(hydra_context=context, task_function=task, config=job_cfg,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             if ret.status == JobStatus.FAILED:
-                raise ret._return_value  # Ray records the trial as errored; the sweep goes on
+                ret.return_value  # raises the task's exception: Ray records the trial as errored; the sweep goes on
 
         gpus = conf["gpus_per_trial"]
         if gpus is None:

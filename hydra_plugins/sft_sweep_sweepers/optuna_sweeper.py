@@ -154,6 +154,7 @@ class OptunaSweeperConf:
     enqueue: List[Dict[str, Any]] = field(default_factory=list)  # parameter sets to try first
     heartbeat_interval: float = 10.0  # a running trial's heartbeat, in seconds...
     heartbeat_grace: float = 120.0  # ...and how long without one before another worker calls it interrupted
+    max_relaunches: int = 5  # an interrupted trial is launched again at most this many times, then it failed
 
 
 store = ConfigStore.instance()

@@ -10,6 +10,7 @@ where the cluster cannot start (not root, SLURM not installed)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,18 +146,37 @@ def test_a_trial_whose_job_is_killed_without_a_word_is_launched_again_and_resume
     sweeper = start_sweep(cluster, sweep, 2, log)
     [trial, _] = first_to_checkpoint(sweep, 2, sweeper, log)
     killed = job_of(sweep, trial)
-    pids = [pid for pid in subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
-                                          text=True).stdout.split()
-            if f"SLURM_JOB_ID={killed}\0" in open(f"/proc/{pid}/environ", errors="replace").read()]
-    assert pids
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+    kill_job(sweep, killed)
     assert sweeper.wait(timeout=900) == 0, log.read_text()[-3000:]
     assert f"optuna: trial {trial} interrupted (its job {killed} ended without a result (state FAILED)): launched " \
            "again, it resumes from its checkpoint" in log.read_text()
     rows = final_rows(sweep)
     assert {r["status"] for r in rows.values()} == {"completed"} and rows[0]["value"] == rows[1]["value"]
     assert resumed(sweep, trial) and not resumed(sweep, 1 - trial)
+
+
+def kill_job(sweep, job) -> None:
+    """kill -9 of a job's processes (the OOM killer, a lost node): no signal to handle, no result file."""
+    pids = [pid for pid in subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
+                                          text=True).stdout.split()
+            if f"SLURM_JOB_ID={job}\0" in open(f"/proc/{pid}/environ", errors="replace").read()]
+    assert pids
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_trial_interrupted_past_the_relaunch_limit_fails_saying_so_with_its_jobs_last_state(cluster, tmp_path):
+    sweep, log = tmp_path / "sweep", tmp_path / "sweep.log"
+    sweeper = start_sweep(cluster, sweep, 1, log, "hydra.sweeper.max_relaunches=0")
+    first_to_checkpoint(sweep, 1, sweeper, log)
+    killed = job_of(sweep, 0)
+    kill_job(sweep, killed)
+    assert sweeper.wait(timeout=600) == 2, log.read_text()[-3000:]  # the failure budget (0) is spent
+    row = final_rows(sweep)[0]
+    assert row["status"] == "failed" and row["reason"] == (
+        f"interrupted 1 time, and hydra.sweeper.max_relaunches=0: the last time its job {killed} ended without a "
+        "result (state FAILED)")
+    assert "trial 0: interrupted 1 time, and hydra.sweeper.max_relaunches=0" in log.read_text()
 
 
 def test_without_accounting_the_sweep_says_what_it_cannot_see_and_still_runs_its_trials(tmp_path):
@@ -175,3 +195,33 @@ def test_without_accounting_the_sweep_says_what_it_cannot_see_and_still_runs_its
                             "is disabled): a trial whose job is cancelled or dies cannot be seen to end, and is not "
                             "launched again")
     assert final_rows(sweep)[0]["status"] == "completed"
+
+
+def test_trials_that_end_while_the_sweeper_is_dead_are_read_from_their_jobs_not_run_again(cluster, tmp_path):
+    """The sweeper is killed while its two trials' jobs run on to completion; the same command again launches no
+    job for them: it reads each job's result, and the trials' own records (metrics.json) stay as their jobs wrote
+    them (a relaunch would only evaluate again, and overwrite them with a zero runtime)."""
+    sweep, log = tmp_path / "sweep", tmp_path / "sweep.log"
+    before = {job["id"] for job in cluster.jobs()}
+    sweeper = start_sweep(cluster, sweep, 2, log)
+    first_to_checkpoint(sweep, 2, sweeper, log)
+    jobs = [job_of(sweep, trial) for trial in (0, 1)]
+    os.killpg(sweeper.pid, signal.SIGKILL)  # no sweeper watches the jobs while they finish
+    sweeper.wait()
+    ended = cluster.ended_jobs(jobs, timeout=600)
+    assert [ended[job]["state"] for job in jobs] == ["COMPLETED", "COMPLETED"]
+    written = {trial: (sweep / str(trial) / "metrics.json").read_bytes() for trial in (0, 1)}
+    sweeper = start_sweep(cluster, sweep, 2, log)
+    assert sweeper.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+    rows = final_rows(sweep)
+    assert {r["status"] for r in rows.values()} == {"completed"} and rows[0]["value"] == rows[1]["value"]
+    assert {trial: (sweep / str(trial) / "metrics.json").read_bytes() for trial in (0, 1)} == written
+    assert all(json.loads(w)["train_runtime_s"] > 0 for w in written.values())
+    assert {i for i in cluster.ended_jobs(jobs) if i not in before} == set(jobs)  # no job launched again
+    text = log.read_text()
+    for job in jobs:
+        assert f"its SLURM job {job} ended (COMPLETED): reading its result" in text
+    # the worker named gone is the dead sweeper (both trials'), not the one that takes them over and records them
+    gone = set(re.findall(r"optuna: trial \d's worker (\S+) is gone", text))
+    assert len(gone) == 1 and gone != {rows[0]["worker"]} and rows[0]["worker"] == rows[1]["worker"]
