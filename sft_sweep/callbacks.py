@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sft_sweep.console import duration
-from sft_sweep.run_dir import checkpoint_stamp, write_json
+from sft_sweep.run_dir import checkpoint_runtime, checkpoint_stamp, write_json
 
 log = logging.getLogger("sft_sweep")
 
@@ -25,14 +25,28 @@ class CheckpointRecords(TrainerCallback):
 
     def __init__(self, base_model: str, command: str | None, data_fingerprint: str):
         self.base_model, self.command, self.data_fingerprint = base_model, command, data_fingerprint
+        self.earlier = None  # training seconds of the processes before this one (a resumed run's checkpoint says)
+        self.trained = 0.0  # ...and of this process's finished train() calls (a rollback starts another)
+        self.started = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.earlier is None:  # this process's first train(): from scratch, or resumed from checkpoint-<step>
+            self.earlier = checkpoint_runtime(Path(args.output_dir) / f"checkpoint-{state.global_step}") \
+                if state.global_step else 0.0
+        self.started = time.time()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trained += time.time() - self.started
+        self.started = None
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        runtime = (self.earlier or 0.0) + self.trained + (time.time() - self.started if self.started else 0.0)
         if checkpoint.is_dir():
             write_json(checkpoint_stamp(checkpoint), {"data_fingerprint": self.data_fingerprint,
-                                                      "command": self.command})
+                                                      "command": self.command, "train_runtime_s": runtime})
         readme = Path(args.output_dir) / "README.md"
         readme.write_text(
             f"# Checkpoints of the sft-sweep run `{Path(args.output_dir).parent.name}`\n\n"

@@ -99,8 +99,15 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 def checkpoint_stamp(checkpoint: Path) -> Path:
-    """What a checkpoint was trained on (data fingerprint, command), written after the trainer's own files."""
+    """What a checkpoint was trained on (data fingerprint, command) and the run's training time up to it (summed
+    over the processes that trained it), written after the trainer's own files."""
     return Path(checkpoint) / "sft_sweep.json"
+
+
+def checkpoint_runtime(checkpoint: Path) -> float:
+    """Seconds the run had trained when `checkpoint` was saved, over all its processes (0 without a stamp)."""
+    stamp = checkpoint_stamp(checkpoint)
+    return float(read_json(stamp).get("train_runtime_s") or 0.0) if stamp.is_file() else 0.0
 
 
 def checkpoints_newest_first(folder: Path) -> list[Path]:

@@ -28,7 +28,7 @@ import torch
 from trl import SFTTrainer
 
 from sft_sweep.loss import nll_sum, supports_trained_positions_loss
-from sft_sweep.run_dir import checkpoint_step
+from sft_sweep.run_dir import checkpoint_runtime, checkpoint_step
 
 log = logging.getLogger("sft_sweep")
 
@@ -43,6 +43,23 @@ def split(inputs: dict, pieces: int) -> list[dict]:
     bounds = [round(i * n / pieces) for i in range(pieces + 1)]
     return [{k: v[a:b] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n else v
              for k, v in inputs.items()} for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def whole_run_loss_mean(log_history: list, start: int, last_mean: float | None, end: int) -> float:
+    """The training loss's mean over every step of the run, when its last train() call (the last process after a
+    resume, or the last segment after a rollback) began at step `start`: transformers' `train_loss` (`last_mean`)
+    covers steps start..end only; the steps before it come from the logged losses (each the mean of its
+    logging interval), weighted by their intervals."""
+    total = covered = previous = 0
+    for h in log_history:
+        if "loss" in h and h["step"] <= start:
+            total, covered, previous = total + h["loss"] * (h["step"] - previous), covered + h["step"] - previous, \
+                h["step"]
+    if last_mean is not None and not covered:
+        return last_mean  # one train() from the first step: transformers' own figure
+    if last_mean is not None and end > start:
+        total, covered = total + last_mean * (end - start), covered + end - start
+    return total / covered if covered else float("nan")
 
 
 class Trainer(SFTTrainer):
@@ -151,18 +168,22 @@ class Trainer(SFTTrainer):
     def fit(self, checkpoint=None) -> dict:
         """train() (from `checkpoint` when resuming), again from the last good checkpoint after each monitor
         rollback; a signal ends it with a checkpoint (RunInterrupted). Returns the last segment's TrainOutput
-        metrics, with the runtime summed over all segments."""
+        metrics with the whole run's figures: the runtime summed over its segments and over the processes before
+        a resume (the checkpoint's stamp), the loss mean over every step (whole_run_loss_mean)."""
+        earlier = checkpoint_runtime(checkpoint) if checkpoint is not None else 0.0
         if checkpoint is not None:
             log.info("resuming from %s (step %d)", checkpoint, checkpoint_step(checkpoint))
             if (final := self.final_checkpoint_metrics(checkpoint)) is not None:
-                return final
+                return {**final, "train_runtime": earlier}
         runtime, output = 0.0, None
         while output is None or (self.monitor is not None and (checkpoint := self.monitor.prepare_rollback())):
+            start = checkpoint_step(checkpoint) if checkpoint else 0
             output = self.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             runtime += output.metrics["train_runtime"]
             if self.stop is not None:
                 self.stop.raise_if_stopped(self.state, self.args.output_dir)
-        return {**output.metrics, "train_runtime": runtime}
+        return {**output.metrics, "train_runtime": earlier + runtime, "train_loss": whole_run_loss_mean(
+            self.state.log_history, start, output.metrics["train_loss"], self.state.global_step)}
 
     def final_checkpoint_metrics(self, checkpoint) -> dict | None:
         """A checkpoint of the run's last step (saved before its end-of-run evaluation was interrupted): its weights
@@ -185,6 +206,5 @@ class Trainer(SFTTrainer):
         else:
             load_sharded_checkpoint(model, str(checkpoint))
         self.state = state
-        losses = [h["loss"] for h in state.log_history if "loss" in h]
         log.info("%s is the run's last step: its weights, no more training", checkpoint.name)
-        return {"train_runtime": 0.0, "train_loss": sum(losses) / len(losses) if losses else float("nan")}
+        return {"train_loss": whole_run_loss_mean(state.log_history, state.global_step, None, state.global_step)}

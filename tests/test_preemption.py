@@ -13,7 +13,7 @@ import pytest
 
 from sft_sweep.errors import UserError
 from sft_sweep.preemption import newest_complete, resume_point
-from sft_sweep.run_dir import RunDir
+from sft_sweep.run_dir import RunDir, checkpoint_runtime
 from tests.helpers import TINY, env_without_network, run_cli
 
 pytestmark = pytest.mark.slow
@@ -68,6 +68,13 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_the_run_resumes_bitwise(referen
     assert f"resuming from {stopped} (step {stopped.name.split('-')[1]})" in (run_dir / "train.log").read_text()
     assert losses(run_dir) == reference  # bitwise
     assert json.loads((run_dir / "run_manifest.json").read_text())["status"] == "completed"
+    # the figures cover the whole run, both processes: the loss mean over every step (an undisturbed run's, but for
+    # the logged losses' rounding), the runtime at least the first process's slowed steps, the tokens all of them
+    step, metrics = int(stopped.name.split("-")[1]), json.loads((run_dir / "metrics.json").read_text())
+    mean = sum(loss for _, loss in reference) / len(reference)
+    assert abs(metrics["train_loss_mean"] - mean) < 1e-3 and metrics["global_step"] == 12
+    assert metrics["train_runtime_s"] > checkpoint_runtime(stopped) >= 0.25 * step
+    assert metrics["train_tokens_per_s"] == metrics["train_tokens"] / metrics["train_runtime_s"]
 
 
 def test_after_sigkill_the_same_command_resumes_from_the_newest_complete_checkpoint(reference, tmp_path,
