@@ -73,8 +73,12 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None, stop: GracefulStop | None = 
     tokenizer = build_tokenizer(c["model"])
     # Data before the model: a bad row fails in a second, not after loading 8B weights.
     data = build_datasets(c["data"], tokenizer, c["trainer"]["max_length"], c["trainer"]["packing"])
-    for setting in sizing.apply(c, len(data.train)):  # trainer=auto_by_size: epochs and lr from the data's size
-        log.info("auto_by_size: %s (%d training rows)", setting, len(data.train))
+    # trainer=auto_by_size: epochs and lr from the data's size. The manifest's config is what trains, and says what
+    # was set at run time over the composed config (.hydra/config.yaml: reproduce derives them again)
+    if applied := sizing.apply(c, len(data.train)):
+        for key, value in applied.items():
+            log.info("auto_by_size: %s=%g (composed: %g; %s)", key, value["trained"], value["composed"], value["why"])
+        run_dir.update(config=c, set_at_run_time=applied)
     base = base_model_path(c["model"], tokenizer, run_dir.base_model)
     model = add_lora(build_model(c["model"], c["lora"], base), c["lora"])
     attn = resolve_attn_implementation(c["model"]["attn_implementation"])

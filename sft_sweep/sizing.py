@@ -43,16 +43,21 @@ def describe(rows: int, lora: bool = False, preset_rate: float | None = None) ->
             f"{r['num_train_epochs']}, optim.learning_rate={rate:g}{how})")
 
 
-def apply(c: dict, rows: int) -> list[str]:
-    """With trainer.by_data_size: set the run's epochs and learning rate; returns what it set, for the log."""
+def apply(c: dict, rows: int) -> dict:
+    """With trainer.by_data_size: set the run's epochs and learning rate. Returns what it set, for the log and the
+    run's manifest: {dotted key: {"composed": the config's value, "trained": the value set, "why": ...}}."""
     if not c["trainer"].get("by_data_size"):
-        return []
+        return {}
     if c["trainer"].get("max_steps", -1) > 0:
         raise UserError(f"trainer.by_data_size=true with trainer.max_steps={c['trainer']['max_steps']}: max_steps "
                         f"would override the epochs; set trainer.max_steps=-1")
     r, preset = recommend(rows), c["optim"]["learning_rate"]
     rate = learning_rate(rows, bool(c["lora"]), preset)
+    why = f"trainer=auto_by_size, {rows} training rows"
+    applied = {"trainer.num_train_epochs": {"composed": c["trainer"].get("num_train_epochs"),
+                                            "trained": r["num_train_epochs"], "why": why},
+               "optim.learning_rate": {"composed": preset, "trained": rate, "why": why + (
+                   f"; LoRA: the preset's rate x{rate / preset:g}, as the full fine-tuning table scales"
+                   if c["lora"] else "")}}
     c["trainer"]["num_train_epochs"], c["optim"]["learning_rate"] = r["num_train_epochs"], rate
-    return [f"trainer.num_train_epochs={r['num_train_epochs']}",
-            f"optim.learning_rate={rate:g}" + (f" (LoRA: the preset's {preset:g} x{rate / preset:g}, as the full "
-                                               f"fine-tuning table scales)" if c["lora"] else "")]
+    return applied

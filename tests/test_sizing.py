@@ -41,3 +41,35 @@ def test_auto_by_size_sets_epochs_and_learning_rate_over_the_preset(tmp_path):
     assert trainer.args.num_train_epochs == 4 and trainer.args.learning_rate == 2.5e-3
     with pytest.raises(UserError, match="trainer.by_data_size=true with trainer.max_steps=12"):
         setup(plain(*TINY, "trainer=auto_by_size", "trainer.max_steps=12"), RunDir(tmp_path / "b"))
+
+
+@pytest.mark.slow
+def test_an_auto_by_size_runs_manifest_records_what_trained_and_reproduce_trains_it_again(tmp_path, monkeypatch):
+    """The manifest's config is the trained one (epochs and learning rate set from the data's size), with what was
+    composed beside it; .hydra/config.yaml keeps the composed config, from which reproduce sets the same again."""
+    import json
+
+    from sft_sweep.reproduce import main as reproduce
+    from sft_sweep.sizing import learning_rate
+    from tests.helpers import run_cli
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                                                     {"role": "assistant", "content": str(i + 1)}]}) + "\n"
+                            for i in range(40)))
+    args = ["trainer=auto_by_size", "data=local", f"data.path={rows}", "data.min_val_size=4", "trainer.packing=false",
+            "trainer.per_device_train_batch_size=8", "trainer.logging_steps=1", "eval.enabled=false"]
+    assert run_cli(f"hydra.run.dir={tmp_path / 'run'}", *args) == 0
+    manifest = json.loads((tmp_path / "run" / "run_manifest.json").read_text())
+    epochs, rate = recommend(36)["num_train_epochs"], learning_rate(36, True, 5e-3)  # 40 rows, 4 held out
+    assert (manifest["config"]["trainer"]["num_train_epochs"], manifest["config"]["optim"]["learning_rate"]) == (
+        epochs, rate)
+    assert manifest["set_at_run_time"]["trainer.num_train_epochs"] == {
+        "composed": 7, "trained": epochs, "why": "trainer=auto_by_size, 36 training rows"}
+    assert manifest["set_at_run_time"]["optim.learning_rate"]["composed"] == 5e-3
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    assert round(history[-1]["epoch"]) == epochs and max(h.get("learning_rate", 0) for h in history) <= rate
+    monkeypatch.chdir(tmp_path)  # reproduce writes outputs/runs/<time>/ here
+    assert reproduce([str(tmp_path / "run")]) == 0
+    [again] = (tmp_path / "outputs" / "runs").iterdir()
+    assert json.loads((again / "run_manifest.json").read_text())["config"]["optim"] == manifest["config"]["optim"]
