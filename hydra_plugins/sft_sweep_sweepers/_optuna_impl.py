@@ -16,7 +16,6 @@ processes (submitit, Ray) a thread per `n_jobs` waits on each, so a pruned trial
 import logging
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -27,11 +26,18 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
 from hydra.types import HydraContext
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
+from hydra_plugins.sft_sweep_sweepers._launchers import (
+    LIVE_STATES,
+    SlurmJobs,
+    died_without_result,
+    on_ray,
+    outcome,
+    runs_in_this_process,
+)
 from hydra_plugins.sft_sweep_sweepers.optuna_trial import (
     PRUNER_ATTR,
     build_pruner,
@@ -50,51 +56,16 @@ log = logging.getLogger("hydra_plugins.sft_sweep_sweepers.optuna_sweeper")
 INTERRUPTED = Status.INTERRUPTED.value  # the user attribute that marks an interrupted trial (owed again)
 
 
-LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-               "SUSPENDED", "RESIZING")  # a SLURM job that will run (again)
-
-
 def interrupted(error) -> bool:
     """A trial stopped before its end by a signal (scancel, preemption, Ctrl-C: RunInterrupted), or whose job died
-    without a result (kill -9, a node lost: submitit's UncompletedJobError)."""
-    return isinstance(error, RunInterrupted) or type(error).__name__ == "UncompletedJobError"
-
-
-def why_interrupted(error) -> str:
-    """One line: the run's own (RunInterrupted: which signal, at which step, where its checkpoint is), or, for a job
-    that died without a result, its job and the state the cluster gives it."""
-    lines = str(error).splitlines()
-    if type(error).__name__ == "UncompletedJobError":  # submitit: "Job 12 (task: 0) with path ..." / "(state: X)"
-        job = re.match(r"Job (\S+)", lines[0]) if lines else None
-        state = re.search(r"\(state: ([^)]*)\)", str(error))
-        return (f"its job {job.group(1) if job else '?'} ended without a result (state "
-                f"{state.group(1) if state else 'unknown'})")
-    return lines[0] if lines else type(error).__name__
-
-
-def outcome(ret) -> tuple:
-    """(the job's JobReturn, the task's exception when it failed, else None). JobReturn.return_value raises the
-    task's exception for a failed job (Hydra's public way to get it)."""
-    if ret.status != JobStatus.FAILED:
-        return ret, None
-    try:
-        ret.return_value
-    except Exception as exc:  # noqa: BLE001 -- the task's own exception, whatever it is
-        return ret, exc
-    return ret, None
+    without a result (kill -9, a node lost)."""
+    return isinstance(error, RunInterrupted) or died_without_result(error)
 
 
 def has_checkpoint(run_dir) -> bool:
     """The trial's run dir holds a checkpoint to resume from (`checkpoint-<step>` folders, the Hugging Face
     Trainer's name, anywhere under it)."""
     return run_dir is not None and any(Path(run_dir).glob("**/checkpoint-*"))
-
-
-def slurm_state(job) -> str:
-    try:
-        return str(job.get_info(mode="force").get("State", "UNKNOWN")).split()[0]
-    except Exception:  # noqa: BLE001 -- sacct not answering: not known to be running
-        return "UNKNOWN"
 
 
 def motpe_removed(*args, **kwargs):
@@ -122,11 +93,8 @@ class OptunaSweeperImpl:
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
-
-    @property
-    def in_process(self) -> bool:
-        """The launcher runs jobs in this process, one after the other (Hydra's basic launcher)."""
-        return type(self.launcher).__name__ == "BasicLauncher"
+        self.in_process = runs_in_this_process(self.launcher)  # the launcher runs jobs here, one after the other
+        self.slurm = SlurmJobs(self.launcher, config)
 
     # --- the sweep ----------------------------------------------------------------------------------------
     @exits_in_one_line
@@ -167,7 +135,9 @@ class OptunaSweeperImpl:
         log.info("optuna: study %r in %s, %d of %d trials on record", self.study.study_name, self.sweep_dir.path,
                  len(self.counted()), self.n_trials)
         self.start_ray_once()
-        self.check_slurm_accounting()
+        if trouble := self.slurm.accounting_trouble():  # said once, before the first job
+            log.warning("optuna: SLURM accounting does not answer (sacct: %s): a trial whose job is cancelled or "
+                        "dies cannot be seen to end, and is not launched again", trouble)
         # Ctrl-C / SIGTERM: a trial running in this process checkpoints and records itself interrupted (its own
         # handler, preemption.GracefulStop); between trials the sweep stops at once. Either way one line, exit 75,
         # and the same command resumes.
@@ -241,13 +211,12 @@ class OptunaSweeperImpl:
         """hydra/launcher=ray starts Ray in each launch when it is not running yet; with n_jobs > 1 the worker
         threads would race to start it ("Perhaps you called ray.init twice by accident?"). Start it here, once,
         with the launcher's own `ray.init` settings."""
-        launcher = self.config.hydra.launcher
-        if not str(launcher.get("_target_", "")).endswith("RayLauncher"):
+        if not on_ray(self.launcher):
             return
         import ray
 
         if not ray.is_initialized():
-            ray.init(**OmegaConf.to_container(launcher.ray.init, resolve=True))
+            ray.init(**OmegaConf.to_container(self.config.hydra.launcher.ray.init, resolve=True))
 
     def work(self, batch: int) -> None:
         """Take `batch` trials at a time until the study has n_trials (wait for those running elsewhere)."""
@@ -344,7 +313,7 @@ class OptunaSweeperImpl:
             gone_worker = t.user_attrs.get("worker")  # (before claim(): the cached trial shows the new worker after)
             trial = take_up(self.study, self.storage, t.number)
             self.claim(trial)
-            job, state = self.slurm_job_to_adopt(self.sweep_dir.trial(t.number).path)
+            job, state = self.slurm.to_adopt(self.sweep_dir.trial(t.number).path)
             log.warning("optuna: trial %d's worker %s is gone: %s", t.number, gone_worker,
                         f"waiting for its SLURM job {job.job_id}, still {state}" if job and state in LIVE_STATES else
                         f"its SLURM job {job.job_id} ended ({state}): reading its result" if job else
@@ -366,11 +335,12 @@ class OptunaSweeperImpl:
         relaunch_limit, limit = None, self.conf.max_relaunches
         try:
             for attempt in range(limit + 1):
-                ret, error = self.wait(job) if job is not None else self.launch(trial, overrides)
+                ret, error = self.slurm.wait(job) if job is not None else self.launch(trial, overrides)
                 if not interrupted(error):
                     break
                 run_dir = self.run_dir_of(ret, trial)
-                why = why_interrupted(error)
+                # the run's own line (which signal, at which step), or its job's end
+                why = self.slurm.why_died(run_dir) if died_without_result(error) else str(error).splitlines()[0]
                 if attempt == limit:
                     relaunch_limit = (f"interrupted {attempt + 1} time{'s' * (attempt > 0)}, and "
                                       f"hydra.sweeper.max_relaunches={limit}: the last time {why}")
@@ -379,7 +349,7 @@ class OptunaSweeperImpl:
                 if self.in_process or self.stop:  # this process was stopped: the sweep ends, the trial is resumed
                     self.stop, self.interrupted = True, (trial.number, why)
                     return
-                job = self.requeued_slurm_job(ret)
+                job = self.slurm.requeued(ret, run_dir)
                 log.warning("optuna: trial %d interrupted (%s): %s", trial.number, why,
                             f"SLURM requeued its job {job.job_id}, waiting for it" if job else
                             "launched again, it resumes from its checkpoint" if has_checkpoint(run_dir) else
@@ -417,76 +387,6 @@ class OptunaSweeperImpl:
     def run_dir_of(self, ret, trial) -> str:
         return (ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg
                 else str(self.sweep_dir.trial(trial.number).path))
-
-    # --- SLURM jobs (hydra/launcher=submitit_slurm): which still run, waiting for one ----------------------
-    @property
-    def on_slurm(self) -> bool:
-        return type(self.launcher).__name__ == "SlurmLauncher"
-
-    def check_slurm_accounting(self) -> None:
-        """submitit learns a job's end from SLURM's accounting (sacct): without it a cancelled or killed job looks
-        queued forever. Said once, before the first job."""
-        if not self.on_slurm:
-            return
-        import subprocess
-
-        try:
-            probe = subprocess.run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"], capture_output=True, text=True,
-                                   timeout=60)
-            trouble = probe.stderr.strip().splitlines()[-1] if probe.returncode else None
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            trouble = str(exc)
-        if trouble:
-            log.warning("optuna: SLURM accounting does not answer (sacct: %s): a trial whose job is cancelled or "
-                        "dies cannot be seen to end, and is not launched again", trouble)
-
-    def slurm_job(self, job_id: str):
-        if not self.on_slurm:
-            return None
-        import submitit
-
-        return submitit.SlurmJob(folder=str(OmegaConf.select(self.config, "hydra.launcher.submitit_folder")),
-                                 job_id=str(job_id))
-
-    def slurm_job_to_adopt(self, run_dir: Path) -> tuple:
-        """(job, its state) for a trial taken over from a gone worker, from the job id its run dir's Hydra config
-        holds: a job still running or queued (waited on, never submitted twice), or one that ended while no sweeper
-        watched it and left its result (read, never run again); else (None, None): the trial is launched again."""
-        hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
-        if not self.on_slurm or not hydra_yaml.is_file():
-            return None, None
-        job_id = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id")
-        job = self.slurm_job(job_id) if job_id else None
-        if job is None:
-            return None, None
-        state = slurm_state(job)
-        if state in LIVE_STATES or (state == "COMPLETED" and job.done()):
-            return job, state
-        return None, None
-
-    def requeued_slurm_job(self, ret):
-        """After an interrupted SLURM trial: its job, when SLURM itself requeued it (scontrol requeue, preemption
-        with requeue) -- then its next run, not a new job, goes on with the trial; the first run's result file is
-        removed so that waiting takes the next one's."""
-        job_id = OmegaConf.select(ret.hydra_cfg, "hydra.job.id") if ret is not None and ret.hydra_cfg else None
-        job = self.slurm_job(job_id) if job_id else None
-        if job is None:
-            return None
-        state, deadline = slurm_state(job), time.time() + 120
-        while state in ("RUNNING", "COMPLETING", "CONFIGURING") and time.time() < deadline:  # still ending its run
-            time.sleep(2)
-            state = slurm_state(job)
-        if state not in LIVE_STATES:
-            return None
-        job.paths.result_pickle.unlink(missing_ok=True)
-        return job
-
-    def wait(self, job) -> tuple:
-        """(JobReturn or None, exception or None) of a SLURM job this sweeper did not launch (or launch last)."""
-        try:
-            return outcome(job.result())
-        except Exception as exc:  # it died without a result
-            return None, exc
 
     def values(self, returned: Any, error: Optional[BaseException]) -> tuple[Optional[list], Optional[str]]:
         """(the trial's objective values, None) or (None, why it failed): numbers, numpy scalars and numeric

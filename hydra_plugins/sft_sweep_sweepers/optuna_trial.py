@@ -92,7 +92,12 @@ def _trial(sweep_dir: str, storage: Optional[str], name: str, number: int):
 
 
 def take_up(study, storage, number: int):
-    """The `optuna.trial.Trial` of a study's trial `number`, asked in another process: to report to, or tell."""
+    """The `optuna.trial.Trial` of a study's trial `number`, asked in another process: to report to, or tell.
+
+    Optuna has no public way to get a live Trial for a trial another process asked (optuna/optuna#2987, closed
+    unresolved): its documented constructor, Trial(study, trial_id), is the one way; the storage's public
+    get_trial_id_from_study_id_trial_number turns the number into the id. Pinned by
+    tests/sweepers/test_launchers.py (a report through it reaches the study, should_prune answers)."""
     import optuna
 
     study_id = storage.get_study_id_from_name(study.study_name)
