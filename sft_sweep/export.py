@@ -119,31 +119,6 @@ def model_card(run_dir: RunDir, model, tokenizer, defaults: dict) -> str:
 
 
 # --- format=gguf / ollama -------------------------------------------------------------------------------------
-# llama.cpp names a BPE tokenizer's pre-tokenizer (how text is split before merges) by a hash of the ids it gives a
-# fixed text, and knows only published tokenizers' hashes. One whose pre-tokenizer is exactly GPT-2's byte-level
-# regex (the tiny model's) is what llama.cpp calls "gpt-2": said so here, for that case only.
-CONVERT = r"""
-import json, sys
-from pathlib import Path
-script = Path(sys.argv[1])
-sys.argv = [str(script), *sys.argv[2:]]
-sys.path[:0] = [str(script.parent), str(script.parent / "gguf-py")]
-import convert_hf_to_gguf as converter
-model_dir = Path(sys.argv[1])
-GPT2 = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-owner = next(m for m in (sys.modules.get("conversion.base"), converter) if m and hasattr(m, "TextModel"))
-known = owner.TextModel.get_vocab_base_pre
-def get_vocab_base_pre(self, tokenizer):
-    try:
-        return known(self, tokenizer)
-    except NotImplementedError:
-        spec = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer")
-        if spec == GPT2:
-            return "gpt-2"
-        raise
-owner.TextModel.get_vocab_base_pre = get_vocab_base_pre
-converter.main()
-"""
 
 
 def find_converter(spec: str | None) -> Path:
@@ -197,8 +172,9 @@ def to_gguf(run_dir: RunDir, script: Path, outtype: str) -> Path:
     out = run_dir.gguf / f"model-{outtype}.gguf"
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    proc = subprocess.run([sys.executable, "-c", CONVERT, str(script), str(run_dir.merged), "--outfile",
-                           str(partial), "--outtype", outtype], capture_output=True, text=True)
+    # llama.cpp's converter, naming a GPT-2 byte-level pre-tokenizer it has no hash for (gguf_convert.py)
+    proc = subprocess.run([sys.executable, "-m", "sft_sweep.gguf_convert", str(script), str(run_dir.merged),
+                           "--outfile", str(partial), "--outtype", outtype], capture_output=True, text=True)
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
