@@ -148,7 +148,7 @@ def validate(c: dict) -> None:
                         f"model from model.config and would ignore it; load weights with a hub preset "
                         f"(model=qwen3_4b model.name_or_path=...) or set model.config=null")
     _unknown_keys("optim", c["optim"], _fields(SFTConfig), "trl.SFTConfig")
-    ours = ("on_oom", "by_data_size")  # trainer keys sft-sweep reads itself (oom.py, sizing.py)
+    ours = ("on_oom", "by_data_size")  # trainer keys sft-sweep reads itself (trainer.py, sizing.py)
     _unknown_keys("trainer", (k for k in c["trainer"] if k not in ours), _fields(SFTConfig), "trl.SFTConfig")
     if c["trainer"].get("on_oom", "retry") not in ("retry", "fail"):
         raise UserError(f"trainer.on_oom={c['trainer']['on_oom']!r}: expected retry or fail")

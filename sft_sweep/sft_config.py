@@ -24,7 +24,7 @@ def build_sft_config(optim_cfg: dict, trainer_cfg: dict, *, output_dir: str, see
         # pre-tokenized rows. What the loss sees is data.train_on.
         raise UserError("trainer.assistant_only_loss: the loss is on assistant tokens by default; "
                         "choose what trains with data.train_on=all_assistant|last_assistant|all")
-    kwargs.pop("on_oom", None)  # ours (oom.py), not an SFTConfig field
+    kwargs.pop("on_oom", None)  # ours (trainer.py), not an SFTConfig field
     kwargs.pop("by_data_size", None)  # ours (sizing.py, trainer=auto_by_size)
     kwargs.pop("resume_from_checkpoint", None)  # the recipe resolves it (auto | path | null): preemption.py
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")

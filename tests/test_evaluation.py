@@ -38,7 +38,8 @@ def test_run_records_evaluation(run):
     sample = json.loads((run / "eval_samples.jsonl").read_text().splitlines()[0])
     assert {"exact", "json_valid", "json_keys", "usable"} <= set(sample)
     table = (run / "probes.md").read_text()
-    assert table.count("\n") == 2 + 5
+    probes = json.loads((run / "run_manifest.json").read_text())["config"]["eval"]["probes"]
+    assert table.count("\n") == 2 + len(probes)  # a header, its rule, a row per probe
     assert "| Anna has 3 pens and gets 4 more. How many pens does Anna have now? |" in table
     # a conversation probe shows its turns
     assert "| Ben has 5 cards and gets 2 more. How many cards does Ben have now? / 7 / What is that times 2? |" in table

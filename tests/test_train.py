@@ -13,6 +13,9 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from sft_sweep.config import asset_path
+from sft_sweep.data.mixing import dedup
+from sft_sweep.data.prepare import Problems, load_rows
 from sft_sweep.recipe import setup
 from sft_sweep.run_dir import RunDir
 from tests.helpers import TINY, plain, run_cli
@@ -279,4 +282,6 @@ def test_training_on_every_row_without_an_evaluation_set(tmp_path, capsys):
     assert "(no evaluation: every row trains)" in capsys.readouterr().out + (run_dir / "train.log").read_text()
     [prepared] = (tmp_path / "cache" / "prepared").iterdir()
     assert len((prepared / "validation.jsonl").read_text().splitlines()) == 0
-    assert len((prepared / "train.jsonl").read_text().splitlines()) == 2157  # every distinct sample row
+    sample = load_rows({"path": asset_path("sample/chat.jsonl"), "format": "auto", "field_map": None,
+                        "split": "train", "name": "sample"}, None, Problems("raise"))
+    assert len((prepared / "train.jsonl").read_text().splitlines()) == len(dedup(sample)[0])  # every distinct row
