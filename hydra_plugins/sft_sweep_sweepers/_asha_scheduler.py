@@ -23,25 +23,27 @@ log = logging.getLogger(__name__)
 
 
 class ResumableASHAScheduler(ASHAScheduler):
-    def __init__(self, sweep_dir: str, **asha_kwargs):
-        super().__init__(**asha_kwargs)
-        self.sweep_dir = sweep_dir
+    """`reported`: the metric's name in the trials' reports (Tune sets the scheduler's own from TuneConfig)."""
+
+    def __init__(self, sweep_dir: str, reported: str, time_attr: str = "training_iteration", **asha_kwargs):
+        super().__init__(time_attr=time_attr, **asha_kwargs)
+        self.sweep_dir, self.reported, self.step_attr = sweep_dir, reported, time_attr
 
     def on_trial_add(self, tune_controller, trial):
         super().on_trial_add(tune_controller, trial)
         if trial.last_result:  # restored from the saved experiment: it reported before the interruption
-            self.replay(trial)
+            self.replay(tune_controller, trial)
 
-    def replay(self, trial) -> None:
-        """The trial's past reports into its bracket's rungs (where it already has a record, the
-        first one stands, as it did when it was made); the decisions are not acted on again."""
-        bracket, index = self._trial_info[trial.trial_id], trial_index(trial.trial_id)
-        replayed = 0
+    def replay(self, tune_controller, trial) -> None:
+        """The trial's past reports into the rungs, through the scheduler's own public on_trial_result, as if they
+        arrived again (where it already has a record, the first one stands, as it did when it was made); the
+        decisions are not acted on again."""
+        index, replayed = trial_index(trial.trial_id), 0
         for row in read_jsonl(SweepDir(self.sweep_dir).trial(index).tune_progress):
-            step, value = row.get(self._time_attr), row.get(self._metric)
+            step, value = row.get(self.step_attr), row.get(self.reported)
             # reports drop non-finite values (tune_report.report), so ASHA never saw them
             if isinstance(step, (int, float)) and isinstance(value, (int, float)) and math.isfinite(value):
-                bracket.on_result(trial, step, self._metric_op * value)
+                self.on_trial_result(tune_controller, trial, {self.step_attr: step, self.reported: value})
                 replayed += 1
         if replayed:
             log.info("ASHA's rungs: trial %d's %d reports from before the resume", index, replayed)

@@ -9,6 +9,8 @@ default launcher (it lives in hydra._internal), so "runs trials in this process"
 (The leading underscore keeps Hydra's plugin scan from importing it on every run.)
 """
 
+import contextlib
+import io
 import subprocess
 import time
 from pathlib import Path
@@ -48,11 +50,14 @@ def on_ray(launcher) -> bool:
 
 def outcome(ret) -> tuple:
     """(the job's JobReturn, the task's exception when it failed, else None). JobReturn.return_value raises the
-    task's exception for a failed job (Hydra's public way to get it)."""
+    task's exception for a failed job (Hydra's public way to get it), after writing "Error executing job with
+    overrides: [...]" to stderr: the sweeper says each failure in its own line (trial, run dir, the exception's
+    line), so that write goes nowhere."""
     if ret.status != JobStatus.FAILED:
         return ret, None
     try:
-        ret.return_value
+        with contextlib.redirect_stderr(io.StringIO()):
+            ret.return_value
     except Exception as exc:  # noqa: BLE001 -- the task's own exception, whatever it is
         return ret, exc
     return ret, None

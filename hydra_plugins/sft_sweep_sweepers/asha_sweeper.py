@@ -23,11 +23,12 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobStatus, run_job, setup_globals
+from hydra.core.utils import run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext
 from omegaconf import MISSING, OmegaConf, open_dict
 
+from hydra_plugins.sft_sweep_sweepers._launchers import outcome
 from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
 from sft_sweep import metric_names as names
 from sft_sweep.errors import RunInterrupted, exits_in_one_line
@@ -140,8 +141,9 @@ class AshaSweeper(Sweeper):
                 torch.set_num_threads(max(1, int(conf["cpus_per_trial"])))
             ret = run_job(hydra_context=context, task_function=task, config=job_cfg,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-            if ret.status == JobStatus.FAILED:
-                ret.return_value  # raises the task's exception: Ray records the trial as errored; the sweep goes on
+            _, error = outcome(ret)
+            if error is not None:
+                raise error  # Ray records the trial as errored; the sweep goes on
 
         gpus = conf["gpus_per_trial"]
         if gpus is None:
@@ -171,7 +173,7 @@ class AshaSweeper(Sweeper):
             tuner = tune.Tuner.restore(str(experiment), trainable_with_resources, resume_unfinished=True,
                                        resume_errored=False, param_space=space)
         else:
-            scheduler = ResumableASHAScheduler(str(sweep_dir), time_attr="step", **conf["scheduler"])
+            scheduler = ResumableASHAScheduler(str(sweep_dir), conf["metric"], time_attr="step", **conf["scheduler"])
             tuner = tune.Tuner(
                 trainable_with_resources,
                 param_space=space,

@@ -10,6 +10,7 @@ from hydra_plugins.sft_sweep_sweepers._asha_scheduler import ResumableASHASchedu
 
 ASHA = {"time_attr": "step", "metric": "eval_loss", "mode": "min", "grace_period": 2, "reduction_factor": 2,
         "max_t": 8}  # rungs at steps 2 and 4
+REPORTED = "eval_loss"  # the metric's name in the reports (the sweeper passes conf.metric)
 
 
 def trial(index, last_result=None):
@@ -35,11 +36,11 @@ def resumed(scheduler, sweep_dir):
 
 
 def test_the_rungs_are_rebuilt_from_the_reports_of_the_trials_before_the_resume(tmp_path):
-    scheduler = resumed(ResumableASHAScheduler(str(tmp_path), **ASHA), tmp_path)
+    scheduler = resumed(ResumableASHAScheduler(str(tmp_path), REPORTED, **ASHA), tmp_path)
     rungs = {milestone: sorted(recorded.values()) for milestone, recorded in scheduler._brackets[0]._rungs}
-    # each trial's first report at a rung stands (trial 2's restart re-reported step 2 with 3.1); Ray keeps
-    # a rung at max_t too (what on_trial_complete records)
-    assert rungs == {2: [-3.5, -3.2, -3.0], 4: [-2.5], 8: [-2.0]}
+    # each trial's first report at a rung stands (trial 2's restart re-reported step 2 with 3.1); a report at max_t
+    # arrives as it did live (on_trial_result stops the trial there and records nothing: no decision rests on it)
+    assert rungs == {2: [-3.5, -3.2, -3.0], 4: [-2.5], 8: []}
 
     weak, fair = trial(3), trial(4)
     scheduler.on_trial_add(None, weak)
@@ -60,7 +61,7 @@ def test_ray_s_own_asha_forgets_its_rungs_on_resume(tmp_path):
 
 def test_a_new_trial_replays_nothing_even_where_an_old_sweep_left_reports(tmp_path):
     interrupted_sweep(tmp_path)  # the dir of an earlier sweep, not resumed (hydra.sweeper.resume=false)
-    scheduler = ResumableASHAScheduler(str(tmp_path), **ASHA)
+    scheduler = ResumableASHAScheduler(str(tmp_path), REPORTED, **ASHA)
     for index in range(3):
         scheduler.on_trial_add(None, trial(index))  # new trials have no last result
     assert all(not recorded for _, recorded in scheduler._brackets[0]._rungs)
