@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from sft_sweep import metric_names as names
 from sft_sweep.console import duration
 from sft_sweep.run_dir import checkpoint_runtime, checkpoint_stamp, write_json
 
@@ -46,7 +47,7 @@ class CheckpointRecords(TrainerCallback):
         runtime = (self.earlier or 0.0) + self.trained + (time.time() - self.started if self.started else 0.0)
         if checkpoint.is_dir():
             write_json(checkpoint_stamp(checkpoint), {"data_fingerprint": self.data_fingerprint,
-                                                      "command": self.command, "train_runtime_s": runtime})
+                                                      "command": self.command, names.TRAIN_RUNTIME: runtime})
         readme = Path(args.output_dir) / "README.md"
         readme.write_text(
             f"# Checkpoints of the sft-sweep run `{Path(args.output_dir).parent.name}`\n\n"

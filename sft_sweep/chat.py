@@ -8,28 +8,23 @@ quits; Ctrl-C stops an answer, and at the prompt quits.
 
 import sys
 
-import torch
 from transformers import TextStreamer
 
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
 from sft_sweep.errors import one_line_errors
 from sft_sweep.evaluation import probe_question
-from sft_sweep.masking import end_of_turn_token
+from sft_sweep.generation import generate
 from sft_sweep.run_dir import RunDir
 
 
-@torch.no_grad()
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int, template_kwargs: dict) -> str:
-    """Stream the answer to `messages`, asked with the prompt the run was evaluated on (`template_kwargs`, its
-    eval.enable_thinking among them)."""
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
-    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-    eot = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+    """Stream the answer to `messages`, asked as the run's evaluation asks (generation.generate: greedy, its
+    end-of-turn token, `template_kwargs` -- the run's eval.enable_thinking among them)."""
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot,
-                         pad_token_id=tokenizer.pad_token_id, streamer=streamer)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    [answer] = generate(model, tokenizer, [messages], max_new_tokens, batch_size=1, template_kwargs=template_kwargs,
+                        streamer=streamer)
+    return answer["prediction"].strip()
 
 
 def run_probes(run_dir: RunDir) -> list:

@@ -107,7 +107,7 @@ def checkpoint_stamp(checkpoint: Path) -> Path:
 def checkpoint_runtime(checkpoint: Path) -> float:
     """Seconds the run had trained when `checkpoint` was saved, over all its processes (0 without a stamp)."""
     stamp = checkpoint_stamp(checkpoint)
-    return float(read_json(stamp).get("train_runtime_s") or 0.0) if stamp.is_file() else 0.0
+    return float(read_json(stamp).get(names.TRAIN_RUNTIME) or 0.0) if stamp.is_file() else 0.0
 
 
 def checkpoints_newest_first(folder: Path) -> list[Path]:
