@@ -393,6 +393,12 @@ def write_report(path, importances: bool = True) -> Path:
     raise UserError(f"{path} is neither a run dir (no run_manifest.json) nor a sweep dir (no sweep.yaml)")
 
 
+def refresh_sweep(sweep_dir: str, final: bool) -> None:
+    """The sweepers' `on_record` hook (conf/hparams_search presets): the sweep's report.html after each trial's
+    record, and with the sweeper's verdict and the parameter importances once its results are written (final)."""
+    refresh(sweep_dir, importances=final)
+
+
 def refresh(path, importances: bool = True) -> Path | None:
     """(Re)write the report of a run or sweep whose records are already safe: a report that cannot be
     written warns (with the command to retry) and never fails the run or the sweep."""

@@ -346,9 +346,7 @@ class SweepDir:
                      reason=None, **extra) -> dict:
         """Append trial `number`'s row: its status, parameters, steps (from its metrics.json when it wrote one,
         else its last report), `value` (what the sweeper was told, for a completed trial), `best` (its best
-        reported value), why it failed, and its run dir. Then the sweep's report.html is rewritten."""
-        from sft_sweep.report import refresh
-
+        reported value), why it failed, and its run dir."""
         run = RunDir(run_dir) if run_dir else RunDir(self.path / str(number))
         metrics = run.read_metrics() if run.finished else {}
         progress = read_jsonl(run.tune_progress)
@@ -357,7 +355,6 @@ class SweepDir:
                "value": value, "best": best, names.PRUNED_AT_STEP: metrics.get(names.PRUNED_AT_STEP),
                **({"reason": reason.splitlines()[0]} if reason else {}), **extra, "run_dir": str(run.path)}
         append_jsonl(self.trials, row)
-        refresh(self.path, importances=False)  # the sweep's report.html after every trial (importances: at its end)
         return row
 
     def trial_rows(self) -> dict[int, dict]:
@@ -376,9 +373,6 @@ class SweepDir:
         results.update(extra or {})
         results["trials"] = {Status(k).value: v for k, v in counts.items()}
         write_text(self.results, yaml.safe_dump(results, sort_keys=False, allow_unicode=True))
-        from sft_sweep.report import refresh
-
-        refresh(self.path)  # the sweep's report.html with the sweeper's verdict
 
     def best_run_dir(self) -> RunDir:
         if not self.results.is_file():

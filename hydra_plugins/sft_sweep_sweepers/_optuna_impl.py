@@ -112,6 +112,7 @@ class OptunaSweeperImpl:
             log.info("optuna: the grid has %d points: n_trials=%d capped at %d", len(self.grid), conf.n_trials,
                      len(self.grid))
         self.extend_space = get_method(conf.custom_search_space) if conf.custom_search_space else None
+        self.on_record = get_method(conf.on_record) if conf.on_record else None
         spec = pruner_spec(OmegaConf.to_container(conf.pruner))
         try:
             pruner = build_pruner(spec)
@@ -419,11 +420,17 @@ class OptunaSweeperImpl:
     # --- records ------------------------------------------------------------------------------------------
     def record(self, number: int, params: dict, status: Status, **extra) -> None:
         self.sweep_dir.record_trial(number, status, params, worker=f"{socket.gethostname()}:{os.getpid()}", **extra)
+        self.recorded(final=False)
         if status.failed or status == Status.INTERRUPTED:
             return  # (its line, with the reason and what happens next, is the caller's)
         value = extra.get("value")
         log.info("optuna: trial %d %s%s", number, status.label, f" ({value:.6g})" if isinstance(value, float) else
                  f" ({', '.join(f'{v:.6g}' for v in value)})" if isinstance(value, list) else "")
+
+    def recorded(self, final: bool) -> None:
+        """hydra.sweeper.on_record, the app's hook, after a trial's record or the results."""
+        if self.on_record is not None:
+            self.on_record(str(self.sweep_dir.path), final)
 
     def status_of(self, trial) -> Status:
         if trial.user_attrs.get(INTERRUPTED):
@@ -444,6 +451,7 @@ class OptunaSweeperImpl:
 
         if not counts[Status.COMPLETED]:
             self.sweep_dir.write_results("optuna", None, [], counts)
+            self.recorded(final=True)
             log.error("optuna: no trial completed; see %s", self.sweep_dir.trials)
             return
         if len(self.directions) == 1:
@@ -455,6 +463,7 @@ class OptunaSweeperImpl:
             extra = {"solutions": [row(t) for t in front],
                      "best_trial_by": f"the Pareto front's best {self.metrics[0]}"}
         self.sweep_dir.write_results("optuna", row(best), as_run_overrides(self.fixed, best.params), counts, extra)
+        self.recorded(final=True)
         log.info("optuna: best %s=%s (trial %d, %s)", ",".join(self.metrics),
                  best.value if len(self.directions) == 1 else best.values, best.number, row(best)["run_dir"])
 

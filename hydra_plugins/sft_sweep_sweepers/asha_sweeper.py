@@ -5,7 +5,8 @@ in a Ray worker. Inside it, sft_sweep/tune_report.py reports the optimized metri
 evaluation, so ASHA stops weak trials early. The search space uses Hydra's sweep grammar:
 choice(...), range(...), interval(a, b) and tag(log, interval(a, b)).
 
-As each trial ends: its row in `trials.jsonl` and the sweep's `report.html`. After the sweep:
+As each trial ends: its row in `trials.jsonl`, then the app's `on_record` hook (sft-sweep's preset: the sweep's
+`report.html`). After the sweep:
 `optimization_results.yaml` (best overrides, value, run dir), `trials.jsonl` and `trials.md` rewritten
 (params, status completed / stopped / failed / diverged, steps, best metric).
 Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment, with
@@ -26,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext
+from hydra.utils import get_method
 from omegaconf import MISSING, OmegaConf, open_dict
 
 from hydra_plugins.sft_sweep_sweepers._launchers import outcome
@@ -56,6 +58,7 @@ class AshaSweeperConf:
     resume: bool = True
     params: Optional[Dict[str, str]] = None
     enqueue: List[Dict[str, Any]] = field(default_factory=list)  # parameter sets to try first (of num_samples)
+    on_record: Optional[str] = None  # dotpath of a function (sweep_dir: str, final: bool), as the Optuna sweeper's
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="asha", node=AshaSweeperConf, provider="sft_sweep")
@@ -231,9 +234,16 @@ class AshaSweeper(Sweeper):
         else:
             status = Status.STOPPED
         best = (min(values) if self.conf["mode"] == "min" else max(values)) if values else None
-        return sweep.record_trial(index, status, {k.removeprefix("config/"): v for k, v in sampled.items()},
-                                  run_dir=run_dir.path, value=best if status == Status.COMPLETED else None, best=best,
-                                  reason=str(error) if error is not None else None, node=last.get("node"))
+        row = sweep.record_trial(index, status, {k.removeprefix("config/"): v for k, v in sampled.items()},
+                                 run_dir=run_dir.path, value=best if status == Status.COMPLETED else None, best=best,
+                                 reason=str(error) if error is not None else None, node=last.get("node"))
+        self.recorded(sweep, final=False)
+        return row
+
+    def recorded(self, sweep, final: bool) -> None:
+        """hydra.sweeper.on_record, the app's hook, after a trial's record or the results."""
+        if self.conf.get("on_record"):
+            get_method(self.conf["on_record"])(str(sweep.path), final)
 
     def records_callback(self, sweep_dir: Path):
         """In the driver: each trial's row and the sweep's report.html as soon as the trial ends
@@ -275,6 +285,7 @@ class AshaSweeper(Sweeper):
         if best is not None:
             best = {**best, "value": best["best"]}
         sweep.write_results("asha", best, as_run_overrides(fixed, best["params"]) if best else [], counts)
+        self.recorded(sweep, final=True)
         if best is None:
             log.error("no trial reported %s; see %s", metric, sweep.trials_table)
             return

@@ -155,6 +155,9 @@ class OptunaSweeperConf:
     heartbeat_interval: float = 10.0  # a running trial's heartbeat, in seconds...
     heartbeat_grace: float = 120.0  # ...and how long without one before another worker calls it interrupted
     max_relaunches: int = 5  # an interrupted trial is launched again at most this many times, then it failed
+    # dotpath of a function (sweep_dir: str, final: bool) called after each trial's row is written to trials.jsonl
+    # (final=False) and after optimization_results.yaml (final=True): an app's own records (sft-sweep: its report)
+    on_record: Optional[str] = None
 
 
 store = ConfigStore.instance()

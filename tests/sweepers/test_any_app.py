@@ -80,6 +80,7 @@ def test_a_seeded_tpe_sweep_finds_the_bowl_and_keeps_a_fixed_key_out_of_the_para
     assert r["best_value"] < 0.5  # the bowl's lowest point is 0 (x=1, y=-2)
     assert len(rows(tmp_path)) == 20 and all(row["status"] == "completed" for row in rows(tmp_path))
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "sweep" / "report.html").exists()  # an app's sweep writes no sft-sweep report unasked
 
 
 @pytest.mark.slow
@@ -109,9 +110,10 @@ def test_a_grid_runs_every_point_once_in_order_and_ends_cleanly_also_when_resume
 
 @pytest.mark.slow
 def test_two_objectives_write_the_pareto_front(tmp_path):
+    # on_record: the app's own hook after each record -- here sft-sweep's sweep report, which a plain app opts into
     sweep(tmp_path, "objectives=2", "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.sampler.seed=1",
           "hydra.sweeper.sampler.population_size=8", "hydra.sweeper.n_trials=16", "hydra.sweeper.direction=[minimize,"
-          "minimize]", "hydra.sweeper.metric=[bowl,other]")
+          "minimize]", "hydra.sweeper.metric=[bowl,other]", "hydra.sweeper.on_record=sft_sweep.report.refresh_sweep")
     r = results(tmp_path)
     front = r["solutions"]
     assert front and all(set(s) >= {"params", "value", "trial", "run_dir"} for s in front)
