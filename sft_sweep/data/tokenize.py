@@ -15,7 +15,7 @@ from jinja2 import TemplateError
 from sft_sweep.data.formats import RowError
 from sft_sweep.data.prepare import Problems, damage, file_sizes, problem_lines, publish_dir
 from sft_sweep.errors import UserError
-from sft_sweep.masking import TRAIN_ON, Encoded, encode_sequences, end_of_turn_token, template_support
+from sft_sweep.masking import Encoded, encode_sequences, end_of_turn_token, template_support, trained_turns
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ class RowEncoder:
     (`reasoning_dropped`): the answers still train."""
 
     def __init__(self, tokenizer, masking: dict):
-        if masking["train_on"] not in TRAIN_ON:
-            raise UserError(f"data.train_on must be {', '.join(TRAIN_ON)}, got {masking['train_on']!r}")
+        trained_turns([], masking["train_on"])  # a bad data.train_on: one line now, not a problem in every row
         self.tokenizer, self.masking = tokenizer, masking
         self.eot = end_of_turn_token(tokenizer)
         self.support = template_support(tokenizer)
