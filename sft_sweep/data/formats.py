@@ -114,7 +114,8 @@ def _message(m, i: int) -> dict:
     role = "tool" if m.get("role") == "function" else m.get("role")  # OpenAI's older function result
     text, reasoning, calls = _parts(m.get("content"), i)
     out = {"role": role, "content": text}
-    calls += m.get("tool_calls") or []
+    listed = m.get("tool_calls") or []
+    calls += listed if isinstance(listed, list) else [listed]
     if m.get("function_call"):  # OpenAI's older single call
         calls.append(m["function_call"])
     if calls:
