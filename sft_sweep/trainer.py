@@ -50,11 +50,11 @@ def whole_run_loss_mean(log_history: list, start: int, last_mean: float | None, 
     resume, or the last segment after a rollback) began at step `start`: transformers' `train_loss` (`last_mean`)
     covers steps start..end only; the steps before it come from the logged losses (each the mean of its
     logging interval), weighted by their intervals."""
-    total = covered = previous = 0
+    total = covered = 0
     for h in log_history:
         if "loss" in h and h["step"] <= start:
-            total, covered, previous = total + h["loss"] * (h["step"] - previous), covered + h["step"] - previous, \
-                h["step"]
+            total += h["loss"] * (h["step"] - covered)  # the logged mean covers the steps since the last log
+            covered = h["step"]
     if last_mean is not None and not covered:
         return last_mean  # one train() from the first step: transformers' own figure
     if last_mean is not None and end > start:
