@@ -15,7 +15,7 @@ log = logging.getLogger("sft_sweep")
 
 
 VERBOSE = "SFT_SWEEP_VERBOSE"  # set by `-v` (sft_sweep/__main__.py); trials in other processes inherit it
-OURS = ("sft_sweep", "hydra_plugins.sft_sweep_sweepers", "__main__")
+OURS = ("sft_sweep", "hydra_pruning_sweepers", "hydra_plugins.hydra_pruning_sweepers", "__main__")
 
 
 def verbose() -> bool:

@@ -1,35 +1,35 @@
-"""The one error type users see as a single line (bad config, bad data, missing model)."""
+"""The errors users see as a single line (bad config, bad data, missing model) and the ways a run ends early.
+They are the sweepers' own (hydra_pruning_sweepers.records): a sweep reads how a trial ended from its
+exception's class, and prints a bad setting in one line, whichever app it sweeps."""
 
 import functools
 import sys
-from typing import NoReturn
+
+from hydra_pruning_sweepers.records import (
+    TrialDiverged,
+    TrialInterrupted,
+    UserError,
+    exit_in_one_line,
+    exits_in_one_line,
+)
+from hydra_pruning_sweepers.records import TrialPruned as _TrialPruned
+
+__all__ = ["UserError", "RunDiverged", "TrialPruned", "RunInterrupted", "exit_in_one_line", "exits_in_one_line",
+           "one_line_errors"]
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, no traceback, in a single run."""
+class RunDiverged(TrialDiverged):
+    """The training monitor stopped a run as diverged; its records are written, and a sweep counts it failed
+    (exit code 3)."""
 
 
-class RunDiverged(UserError):
-    """The training monitor stopped a run as diverged; its records are written, and a sweep counts it failed."""
-
-    exit_code = 3
-
-
-class TrialPruned(UserError):
+class TrialPruned(_TrialPruned):
     """An Optuna sweep's pruner stopped this trial early; its records are written (status pruned)."""
 
 
-class RunInterrupted(UserError):
+class RunInterrupted(TrialInterrupted):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint (status interrupted); the same command
     resumes it. Exit code 75 (EX_TEMPFAIL): schedulers that requeue on it get the run back."""
-
-    exit_code = 75
-
-
-def exit_in_one_line(exc: UserError) -> NoReturn:
-    """`error: ...` on stderr, no traceback, and the error's exit code (2 unless it says otherwise)."""
-    print(f"error: {exc}", file=sys.stderr)
-    raise SystemExit(getattr(exc, "exit_code", 2)) from None
 
 
 def one_line_errors(main):
@@ -43,19 +43,5 @@ def one_line_errors(main):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-
-    return wrapped
-
-
-def exits_in_one_line(function):
-    """A UserError out of `function` (a sweeper's sweep, say, which Hydra would print with its traceback)
-    ends the process by exit_in_one_line."""
-
-    @functools.wraps(function)
-    def wrapped(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except UserError as exc:
-            exit_in_one_line(exc)
 
     return wrapped

@@ -1,11 +1,12 @@
-"""A run that is a trial of the `sft_optuna` sweeper: report the optimized metric at every evaluation, through the
-sweeper's public `report` (hydra_plugins/sft_sweep_sweepers/optuna_trial.py, the function any app calls), and
+"""A run that is a trial of the `optuna_pruning` sweeper: report the optimized metric at every evaluation, through
+the sweeper's public `report` (hydra_pruning_sweepers.optuna_trial, the function any app calls), and
 stop training the moment the pruner says so; the run then writes its records and ends `pruned`.
 """
 
 import logging
 import math
 
+from hydra_pruning_sweepers.optuna_trial import current_trial, report
 from transformers import TrainerCallback
 
 log = logging.getLogger("sft_sweep")
@@ -21,16 +22,12 @@ class OptunaReporter(TrainerCallback):
 
     @classmethod
     def for_this_job(cls, optimized_metric) -> "OptunaReporter | None":
-        """A reporter when this Hydra job is an sft_optuna trial with one objective (Optuna prunes no other)."""
-        from hydra_plugins.sft_sweep_sweepers.optuna_trial import current_trial
-
+        """A reporter when this Hydra job is an optuna_pruning trial with one objective (Optuna prunes no other)."""
         if not isinstance(optimized_metric, str) or current_trial() is None:
             return None
         return cls(optimized_metric)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        from hydra_plugins.sft_sweep_sweepers.optuna_trial import report
-
         value = (metrics or {}).get(self.metric)
         if state.global_step == 0 or not isinstance(value, float) or not math.isfinite(value):
             return

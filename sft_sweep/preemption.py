@@ -19,11 +19,11 @@ import shutil
 import socket
 from pathlib import Path
 
+from hydra_pruning_sweepers.records import StopOnSignal
 from transformers import TrainerCallback
 
 from sft_sweep.errors import RunInterrupted, UserError
 from sft_sweep.run_dir import RunDir, checkpoint_stamp, checkpoints_newest_first, is_complete_checkpoint, read_json
-from sft_sweep.signals import StopOnSignal
 from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
@@ -137,9 +137,12 @@ class GracefulStop(StopOnSignal, TrainerCallback):
     During training the first signal lets the current step finish, saves a checkpoint and stops training;
     `raise_if_stopped` then ends the run (RunInterrupted: status interrupted, exit 75). Outside training --
     setup, the evaluation before training, the end-of-run evaluation -- there is no step to finish, so the
-    run stops at once, with the same status and exit code (signals.StopOnSignal). A second signal stops at once
-    in any phase. The last training step always saves a checkpoint (unless trainer.save_strategy=no): a run
-    interrupted in its end-of-run evaluation resumes there, without training again."""
+    run stops at once, with the same status and exit code (the sweepers' records.StopOnSignal). A second
+    signal stops at once in any phase. The last training step always saves a checkpoint (unless
+    trainer.save_strategy=no): a run interrupted in its end-of-run evaluation resumes there, without training
+    again."""
+
+    error = RunInterrupted
 
     def noted(self, name: str) -> None:
         log.warning("%s received: saving a checkpoint after this step, then exiting (send it again to exit at once)",

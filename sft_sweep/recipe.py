@@ -93,7 +93,7 @@ def setup(c: dict, run_dir: RunDir, wandb_run=None, stop: GracefulStop | None = 
     monitor = TrainingMonitor(c["monitor"], run_dir.monitor_events, run_dir.checkpoints) if c["monitor"][
         "enabled"] else None
     # an ASHA sweep: report each evaluation; an Optuna sweep: the same, to the trial's pruner
-    reporter = TuneReporter(run_dir.tune_progress) if in_tune_trial() else OptunaReporter.for_this_job(
+    reporter = TuneReporter() if in_tune_trial() else OptunaReporter.for_this_job(
         c["optimized_metric"])
     callbacks = [stop, CheckpointRecords(base, pasteable_command(), data.fingerprint),
                  *(cb for cb in (monitor, reporter) if cb)]

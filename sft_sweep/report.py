@@ -29,11 +29,16 @@ from sft_sweep.run_dir import (
     is_complete_checkpoint,
     read_json,
     read_jsonl,
+    sweep_report_file,
+    trial_run,
     write_text,
 )
 from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
+STATUS_COLORS = {Status.STARTED: "#1f77b4", Status.COMPLETED: "#2a7d2a", Status.PRUNED: "#a65e00",
+                 Status.STOPPED: "#a65e00", Status.DIVERGED: "#c00", Status.FAILED: "#c00",
+                 Status.INTERRUPTED: "#7f7f7f"}
 EVENT_COLORS = {"stop": "#d62728", "early_stop": "#d62728", "rollback": "#ff7f0e", "skip": "#9467bd",
                 "warn": "#7f7f7f"}
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;color:#222}
@@ -46,7 +51,7 @@ table{border-collapse:collapse;margin:6px 0;font-size:13px}td,th{border:1px soli
 vertical-align:top;text-align:left}th{background:#f5f5f5}table.sortable th{cursor:pointer}
 td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:8px;overflow-x:auto}
 .empty{color:#888}.ok{color:#2a7d2a}.bad{color:#c00}.best{background:#fff6d6}.alarm{background:#fde2e2;font-weight:600}
-""" + "".join(f".s-{s.value}{{color:{s.color}}}" for s in Status)
+""" + "".join(f".s-{s.value}{{color:{color}}}" for s, color in STATUS_COLORS.items())
 JS = """for(const t of document.querySelectorAll('table.sortable')){t.querySelectorAll('th').forEach((th,i)=>{
 th.addEventListener('click',()=>{const rows=[...t.tBodies[0].rows],asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
 const key=r=>{const c=r.cells[i],v=c.dataset.v!==undefined?c.dataset.v:c.textContent,n=parseFloat(v);
@@ -192,7 +197,7 @@ def sweep_data(sweep: SweepDir, importances: bool = True) -> dict:
                      | set(records))
     trials = []
     for n in numbers:
-        run, rec = sweep.trial(n), records.get(n, {})
+        run, rec = trial_run(sweep, n), records.get(n, {})
         manifest = read_json(run.manifest) if run.manifest.is_file() else {}
         history = run_history(run) if run.path.is_dir() else []
         curve = trial_curve(run, metric, history)
@@ -305,7 +310,7 @@ def sweep_report(sweep: SweepDir, importances: bool = True) -> Path:
             plots.bars(sorted(d["importance"].items(), key=lambda kv: -kv[1]), "parameter importance (fANOVA)"),
             *per_param, "</div>",
             "<h2>reproduce the best trial</h2>", f"<pre>{escape(d['best_command'] or '-')}</pre>"]
-    return write_page(sweep.report, f"sft-sweep sweep {d['name']}", body, d)
+    return write_page(sweep_report_file(sweep), f"sft-sweep sweep {d['name']}", body, d)
 
 
 # --- HTML ------------------------------------------------------------------------------------------

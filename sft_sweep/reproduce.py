@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from sft_sweep.errors import UserError, one_line_errors
-from sft_sweep.run_dir import RunDir, SweepDir
+from sft_sweep.run_dir import RunDir, SweepDir, best_run, trial_run
 
 
 @one_line_errors
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--best", action="store_true", help="reproduce the sweep's best trial")
     parser.add_argument("--trial", type=int, default=None, help="reproduce this trial of the sweep")
     args, overrides = parser.parse_known_args(argv)
-    run_dir = (SweepDir(args.path).best_run_dir() if args.best else SweepDir(args.path).trial(args.trial)
+    run_dir = (best_run(SweepDir(args.path)) if args.best else trial_run(SweepDir(args.path), args.trial)
                if args.trial is not None else RunDir(args.path))
     if not run_dir.hydra_config.is_file():
         raise UserError(f"{run_dir.hydra_config} not found: {run_dir.path} is not a run dir")

@@ -22,7 +22,6 @@ A finished run dir (one with metrics.json) is never reused unless overwrite=true
 `status` says how the run ended, in status.py's words.
 """
 
-import functools
 import json
 import logging
 import os
@@ -33,13 +32,18 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
+
+# A sweep's records and the atomic writes are the sweepers' (re-exported: a run's files are written the same way)
+from hydra_pruning_sweepers.records import PROGRESS, SweepDir
+from hydra_pruning_sweepers.records import append_jsonl as append_jsonl
+from hydra_pruning_sweepers.records import read_jsonl as read_jsonl
+from hydra_pruning_sweepers.records import write_text as write_text
 from omegaconf import DictConfig
 
 from sft_sweep import dist
@@ -52,45 +56,12 @@ PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "b
             "hydra-core", "omegaconf", "wandb", "optuna", "sft-sweep"]
 
 
-@functools.cache
-def umask() -> int:
-    """The process's umask (read once: os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write via a temp file + rename, so a crash never leaves half a file; mode as the umask says."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def append_jsonl(path: Path, row: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # --- trainer checkpoints (checkpoints/checkpoint-<step>/) ---------------------------------------------
@@ -154,7 +125,7 @@ class RunDir:
     eval_samples = property(lambda self: self.path / "eval_samples.jsonl")
     evaluation = property(lambda self: self.path / "evaluation.json")
     evaluation_samples = property(lambda self: self.path / "evaluation_samples.jsonl")
-    tune_progress = property(lambda self: self.path / "tune_progress.jsonl")
+    tune_progress = property(lambda self: self.path / PROGRESS)  # an ASHA trial's reports (the sweepers')
     merged = property(lambda self: self.path / "merged")
     gguf = property(lambda self: self.path / "gguf")
     report = property(lambda self: self.path / "report.html")
@@ -310,77 +281,18 @@ class RunDir:
         return model.eval(), tokenizer
 
 
-class SweepDir:
-    """`outputs/sweeps/<study name>/`: one run dir per trial (<trial number>/) plus the sweep's records.
+def trial_run(sweep: SweepDir, number: int) -> RunDir:
+    """A sweep's trial `number` as a run (the sweepers' SweepDir knows its dir, not what an sft-sweep run holds)."""
+    return RunDir(sweep.trial_dir(number))
 
-    A trial is its number everywhere: the sweeper launches it as Hydra job number N, so its run dir is the
-    job's (<sweep dir>/N with the presets' `hydra.sweep.subdir: ${hydra.job.num}`, Hydra's default) and its
-    row in trials.jsonl says where that is."""
 
-    def __init__(self, path):
-        self.path = Path(path)
+def best_run(sweep: SweepDir) -> RunDir:
+    return RunDir(sweep.best_run_dir())
 
-    results = property(lambda self: self.path / "optimization_results.yaml")
-    trials = property(lambda self: self.path / "trials.jsonl")
-    trials_table = property(lambda self: self.path / "trials.md")
-    settings = property(lambda self: self.path / "sweep.yaml")  # sweeper, metric, direction, searched keys
-    report = property(lambda self: self.path / "report.html")
 
-    def trial(self, number: int) -> RunDir:
-        """Trial `number`'s run dir: where its row says, else <sweep dir>/<number>."""
-        row = self.trial_rows().get(number)
-        return RunDir(row["run_dir"]) if row and row.get("run_dir") else RunDir(self.path / str(number))
-
-    def write_settings(self, sweeper: str, metrics: list[str], directions: list[str], params: list[str],
-                       early_stopping: dict) -> None:
-        """What the sweep optimizes (one metric and direction, or one per objective), the searched keys, and
-        `early_stopping`: the pruner's or scheduler's class and arguments, as the sweep runs them."""
-        one = len(metrics) == 1
-        write_text(self.settings, yaml.safe_dump({"sweeper": sweeper, "metric": metrics[0] if one else metrics,
-                                                  "direction": directions[0] if one else directions,
-                                                  "params": params, "early_stopping": early_stopping},
-                                                 sort_keys=False))
-
-    # --- trials.jsonl: one row per ended trial (a resumed trial's newer row wins) --------------------
-    def record_trial(self, number: int, status: Status, params: dict, *, run_dir=None, value=None, best=None,
-                     reason=None, **extra) -> dict:
-        """Append trial `number`'s row: its status, parameters, steps (from its metrics.json when it wrote one,
-        else its last report), `value` (what the sweeper was told, for a completed trial), `best` (its best
-        reported value), why it failed, and its run dir."""
-        run = RunDir(run_dir) if run_dir else RunDir(self.path / str(number))
-        metrics = run.read_metrics() if run.finished else {}
-        progress = read_jsonl(run.tune_progress)
-        row = {"trial": number, "params": params, "status": status.value,
-               "steps": metrics.get(names.GLOBAL_STEP) or (progress[-1].get("step") if progress else None),
-               "value": value, "best": best, names.PRUNED_AT_STEP: metrics.get(names.PRUNED_AT_STEP),
-               **({"reason": reason.splitlines()[0]} if reason else {}), **extra, "run_dir": str(run.path)}
-        append_jsonl(self.trials, row)
-        return row
-
-    def trial_rows(self) -> dict[int, dict]:
-        """The newest row of each trial, by trial number."""
-        return {row["trial"]: row for row in read_jsonl(self.trials)}
-
-    def write_results(self, sweeper: str, best: dict | None, overrides: list[str], counts: dict,
-                      extra: dict | None = None) -> None:
-        """optimization_results.yaml: the best trial (its row), the overrides that run it alone, the trials
-        by status, and the sweeper's `extra` (a multi-objective sweep's Pareto front). No best (nothing
-        completed): the counts only."""
-        results = {"name": sweeper}
-        if best is not None:
-            results.update(best_params=best["params"], best_value=best["value"], best_trial=best["trial"],
-                           best_run_dir=best["run_dir"], best_overrides=overrides)
-        results.update(extra or {})
-        results["trials"] = {Status(k).value: v for k, v in counts.items()}
-        write_text(self.results, yaml.safe_dump(results, sort_keys=False, allow_unicode=True))
-
-    def best_run_dir(self) -> RunDir:
-        if not self.results.is_file():
-            raise UserError(f"{self.results} not found: is {self.path} a finished sweep?")
-        run_dir = (yaml.safe_load(self.results.read_text(encoding="utf-8")) or {}).get("best_run_dir")
-        if not run_dir:
-            raise UserError(f"{self.results} names no best_run_dir")
-        return RunDir(run_dir)
+def sweep_report_file(sweep: SweepDir) -> Path:
+    """sft-sweep's page for a sweep, beside the sweepers' records (report.py writes it)."""
+    return sweep.path / "report.html"
 
 
 class RefuseFinishedRunDir(Callback):

@@ -1,4 +1,4 @@
-"""What the sft_optuna sweeper costs per trial, on a Hydra app whose trials cost nothing.
+"""What the optuna_pruning sweeper costs per trial, on a Hydra app whose trials cost nothing.
 
     python -m sft_sweep.benchmarks.sweeper_overhead [--trials 40] [--repeats 3]
 
@@ -28,7 +28,7 @@ if __name__ == "__main__":
 '''
 CONFIG = '''
 defaults:
-  - override hydra/sweeper: sft_optuna
+  - override hydra/sweeper: optuna_pruning
   - override hydra/sweeper/sampler: random
 x: 0.0
 y: 0.0

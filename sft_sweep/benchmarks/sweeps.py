@@ -150,7 +150,7 @@ def alternatives(pruner: dict, scheduler: dict) -> list[tuple[str, str, dict]]:
     first rung: what the presets' choices are measured against."""
     from dataclasses import asdict
 
-    from hydra_plugins.sft_sweep_sweepers.optuna_sweeper import MedianPrunerConf, SuccessiveHalvingPrunerConf
+    from hydra_plugins.hydra_pruning_sweepers.optuna_sweeper import MedianPrunerConf, SuccessiveHalvingPrunerConf
 
     out = [(f"Hyperband, factor {rf}", "optuna", {**pruner, "reduction_factor": rf})
            for rf in (2, 3, 4) if rf != pruner.get("reduction_factor")]

@@ -1,12 +1,10 @@
 """What the Optuna sweeper needs to know of the launcher that runs its trials, in one place: whether trials run in
 this process, and -- on SLURM (hydra/launcher=submitit_slurm) -- which job runs a trial, whether it still runs,
 ended with a result, died without one, or was requeued by SLURM itself; waiting for one. The generic sweep loop
-(_optuna_impl.py) asks these questions and never looks at a launcher's class or a job's files.
+(optuna_impl.py) asks these questions and never looks at a launcher's class or a job's files.
 
-Only public APIs: the launcher plugins' classes, submitit's Job (state via `get_info`, `done()`, `result()`),
-Hydra's JobReturn. One exception, pinned by tests/sweepers/test_launchers.py: Hydra has no public name for its
-default launcher (it lives in hydra._internal), so "runs trials in this process" is that class.
-(The leading underscore keeps Hydra's plugin scan from importing it on every run.)
+Only public APIs: the launcher plugins' classes, Hydra's config group choice (`hydra/launcher=basic`), submitit's
+Job (state via `get_info`, `done()`, `result()`), Hydra's JobReturn.
 """
 
 import contextlib
@@ -25,11 +23,10 @@ LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", 
 POLL_S = 2.0
 
 
-def runs_in_this_process(launcher) -> bool:
-    """Hydra's basic launcher: jobs one after the other in this process (signals reach the trial itself)."""
-    from hydra._internal.core_plugins.basic_launcher import BasicLauncher  # no public name (module docstring)
-
-    return isinstance(launcher, BasicLauncher)
+def runs_in_this_process(config) -> bool:
+    """Hydra's basic launcher (`hydra/launcher=basic`, Hydra's default; its class has no public import path): jobs
+    one after the other in this process (signals reach the trial itself)."""
+    return (OmegaConf.select(config, "hydra.runtime.choices") or {}).get("hydra/launcher", "basic") == "basic"
 
 
 def on_slurm(launcher) -> bool:

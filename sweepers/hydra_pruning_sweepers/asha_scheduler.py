@@ -3,12 +3,11 @@
 Ray saves the trials and the searcher with the experiment, but not the scheduler: `Tuner.restore`
 starts ASHA again with empty rungs, so after a resume the first trial to reach each rung passes it
 however weak it is (a 1e-7 learning rate would train to max_t), and the sweep no longer compares
-new trials with the ones before the interruption. Every trial writes each report to its run dir
-(tune_progress.jsonl) before sending it, so when the resumed experiment adds back a trial that had
+new trials with the ones before the interruption. Every trial writes each report to its dir
+(records.PROGRESS, asha_trial.report) before sending it, so when the resumed experiment adds back a trial that had
 reported, its reports are replayed into the rungs: the resumed sweep decides as the interrupted
 one would have.
 
-(The leading underscore keeps Hydra's plugin scan from importing Ray on every run.)
 """
 
 import logging
@@ -16,8 +15,8 @@ import math
 
 from ray.tune.schedulers import ASHAScheduler
 
-from hydra_plugins.sft_sweep_sweepers.asha_sweeper import trial_index
-from sft_sweep.run_dir import SweepDir, read_jsonl
+from hydra_pruning_sweepers.asha_impl import trial_index
+from hydra_pruning_sweepers.records import SweepDir
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,9 @@ class ResumableASHAScheduler(ASHAScheduler):
         arrived again (where it already has a record, the first one stands, as it did when it was made); the
         decisions are not acted on again."""
         index, replayed = trial_index(trial.trial_id), 0
-        for row in read_jsonl(SweepDir(self.sweep_dir).trial(index).tune_progress):
+        for row in SweepDir(self.sweep_dir).progress(index):
             step, value = row.get(self.step_attr), row.get(self.reported)
-            # reports drop non-finite values (tune_report.report), so ASHA never saw them
+            # reports drop non-finite values (asha_trial.report), so ASHA never saw them
             if isinstance(step, (int, float)) and isinstance(value, (int, float)) and math.isfinite(value):
                 self.on_trial_result(tune_controller, trial, {self.step_attr: step, self.reported: value})
                 replayed += 1

@@ -1,4 +1,4 @@
-"""The `sft_optuna` sweeper's work (its config: optuna_sweeper.py).
+"""The `optuna_pruning` sweeper's work (its config: optuna_sweeper.py).
 
 One study, many workers: every worker (this command started again, on another GPU or machine with the same
 sweep dir and storage) takes the next trials under a lock until `n_trials` exist, counting those running
@@ -30,7 +30,7 @@ from hydra.types import HydraContext
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
-from hydra_plugins.sft_sweep_sweepers._launchers import (
+from hydra_pruning_sweepers.launchers import (
     LIVE_STATES,
     SlurmJobs,
     died_without_result,
@@ -38,7 +38,7 @@ from hydra_plugins.sft_sweep_sweepers._launchers import (
     outcome,
     runs_in_this_process,
 )
-from hydra_plugins.sft_sweep_sweepers.optuna_trial import (
+from hydra_pruning_sweepers.optuna_trial import (
     PRUNER_ATTR,
     build_pruner,
     open_storage,
@@ -46,20 +46,26 @@ from hydra_plugins.sft_sweep_sweepers.optuna_trial import (
     study_name,
     take_up,
 )
-from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, grid_size, parse
-from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError, exits_in_one_line
-from sft_sweep.run_dir import SweepDir
-from sft_sweep.signals import StopOnSignal
-from sft_sweep.status import Status
+from hydra_pruning_sweepers.records import (
+    Status,
+    StopOnSignal,
+    SweepDir,
+    TrialDiverged,
+    TrialInterrupted,
+    TrialPruned,
+    UserError,
+    exits_in_one_line,
+)
+from hydra_pruning_sweepers.space import as_overrides, as_run_overrides, grid_size, parse
 
-log = logging.getLogger("hydra_plugins.sft_sweep_sweepers.optuna_sweeper")
+log = logging.getLogger("hydra_plugins.hydra_pruning_sweepers.optuna_sweeper")
 INTERRUPTED = Status.INTERRUPTED.value  # the user attribute that marks an interrupted trial (owed again)
 
 
 def interrupted(error) -> bool:
-    """A trial stopped before its end by a signal (scancel, preemption, Ctrl-C: RunInterrupted), or whose job died
+    """A trial stopped before its end by a signal (scancel, preemption, Ctrl-C: TrialInterrupted), or whose job died
     without a result (kill -9, a node lost)."""
-    return isinstance(error, RunInterrupted) or died_without_result(error)
+    return isinstance(error, TrialInterrupted) or died_without_result(error)
 
 
 def has_checkpoint(run_dir) -> bool:
@@ -93,7 +99,7 @@ class OptunaSweeperImpl:
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
-        self.in_process = runs_in_this_process(self.launcher)  # the launcher runs jobs here, one after the other
+        self.in_process = runs_in_this_process(config)  # the launcher runs jobs here, one after the other
         self.slurm = SlurmJobs(self.launcher, config)
 
     # --- the sweep ----------------------------------------------------------------------------------------
@@ -153,7 +159,7 @@ class OptunaSweeperImpl:
                     worker.join()
         self.write_results()
         if self.interrupted is not None:
-            raise RunInterrupted(f"the sweep stopped: trial {self.interrupted[0]} was interrupted "
+            raise TrialInterrupted(f"the sweep stopped: trial {self.interrupted[0]} was interrupted "
                                  f"({self.interrupted[1]}); run the same command again to resume it")
         failed, budget = len(self.failed()), conf.max_failure_rate * self.n_trials
         if failed > budget:
@@ -314,7 +320,7 @@ class OptunaSweeperImpl:
             gone_worker = t.user_attrs.get("worker")  # (before claim(): the cached trial shows the new worker after)
             trial = take_up(self.study, self.storage, t.number)
             self.claim(trial)
-            job, state = self.slurm.to_adopt(self.sweep_dir.trial(t.number).path)
+            job, state = self.slurm.to_adopt(self.sweep_dir.trial_dir(t.number))
             log.warning("optuna: trial %d's worker %s is gone: %s", t.number, gone_worker,
                         f"waiting for its SLURM job {job.job_id}, still {state}" if job and state in LIVE_STATES else
                         f"its SLURM job {job.job_id} ended ({state}): reading its result" if job else
@@ -359,9 +365,10 @@ class OptunaSweeperImpl:
             beating.set()
             heartbeat.join()
         run_dir = self.run_dir_of(ret, trial)
-        if isinstance(error, (optuna.TrialPruned, TrialPruned)):  # the app's, or an sft-sweep run's (its records kept)
+        if isinstance(error, (optuna.TrialPruned, TrialPruned)):  # optuna's, or an app's that kept its records
             self.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            self.record(trial.number, trial.params, Status.PRUNED, run_dir=run_dir, overrides=overrides)
+            self.record(trial.number, trial.params, Status.PRUNED, run_dir=run_dir, overrides=overrides,
+                        pruned_at_step=self.last_step(trial.number))
             return
         values, reason = self.values(ret.return_value if ret is not None and error is None else None, error)
         reason = relaunch_limit or reason
@@ -373,7 +380,7 @@ class OptunaSweeperImpl:
         trial.set_user_attr("reason", reason)
         self.tell(trial, state=optuna.trial.TrialState.FAIL)
         self.last_failure = (trial.number, reason)
-        self.record(trial.number, trial.params, Status.DIVERGED if isinstance(error, RunDiverged) else Status.FAILED,
+        self.record(trial.number, trial.params, Status.DIVERGED if isinstance(error, TrialDiverged) else Status.FAILED,
                     run_dir=run_dir, overrides=overrides, reason=reason)
         log.warning("optuna: trial %d failed (%s): %s", trial.number, run_dir or "no run dir", reason)
 
@@ -387,7 +394,7 @@ class OptunaSweeperImpl:
 
     def run_dir_of(self, ret, trial) -> str:
         return (ret.hydra_cfg.hydra.runtime.output_dir if ret is not None and ret.hydra_cfg
-                else str(self.sweep_dir.trial(trial.number).path))
+                else str(self.sweep_dir.trial_dir(trial.number)))
 
     def values(self, returned: Any, error: Optional[BaseException]) -> tuple[Optional[list], Optional[str]]:
         """(the trial's objective values, None) or (None, why it failed): numbers, numpy scalars and numeric
@@ -418,8 +425,14 @@ class OptunaSweeperImpl:
             trial.set_user_attr("heartbeat", time.time())
 
     # --- records ------------------------------------------------------------------------------------------
+    def last_step(self, number: int) -> Optional[int]:
+        """The last step trial `number` reported (optuna_trial.report), or None."""
+        [frozen] = [t for t in self.study.get_trials(deepcopy=False) if t.number == number]
+        return max(frozen.intermediate_values, default=None)
+
     def record(self, number: int, params: dict, status: Status, **extra) -> None:
-        self.sweep_dir.record_trial(number, status, params, worker=f"{socket.gethostname()}:{os.getpid()}", **extra)
+        self.sweep_dir.record_trial(number, status, params, steps=self.last_step(number),
+                                    worker=f"{socket.gethostname()}:{os.getpid()}", **extra)
         self.recorded(final=False)
         if status.failed or status == Status.INTERRUPTED:
             return  # (its line, with the reason and what happens next, is the caller's)
@@ -447,7 +460,7 @@ class OptunaSweeperImpl:
 
         def row(t) -> dict:
             return {"trial": t.number, "params": t.params, "value": t.value if len(self.directions) == 1 else t.values,
-                    "run_dir": rows.get(t.number, {}).get("run_dir") or str(self.sweep_dir.trial(t.number).path)}
+                    "run_dir": rows.get(t.number, {}).get("run_dir") or str(self.sweep_dir.trial_dir(t.number))}
 
         if not counts[Status.COMPLETED]:
             self.sweep_dir.write_results("optuna", None, [], counts)

@@ -4,9 +4,11 @@ the restart is still compared with the trials before it (Ray's own ASHAScheduler
 import json
 from types import SimpleNamespace
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+import pytest
 
-from hydra_plugins.sft_sweep_sweepers._asha_scheduler import ResumableASHAScheduler
+pytest.importorskip("ray.tune", reason="the ray extra is not installed")
+from hydra_pruning_sweepers.asha_scheduler import ResumableASHAScheduler  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
 
 ASHA = {"time_attr": "step", "metric": "eval_loss", "mode": "min", "grace_period": 2, "reduction_factor": 2,
         "max_t": 8}  # rungs at steps 2 and 4
@@ -37,15 +39,12 @@ def resumed(scheduler, sweep_dir):
 
 def test_the_rungs_are_rebuilt_from_the_reports_of_the_trials_before_the_resume(tmp_path):
     scheduler = resumed(ResumableASHAScheduler(str(tmp_path), REPORTED, **ASHA), tmp_path)
-    rungs = {milestone: sorted(recorded.values()) for milestone, recorded in scheduler._brackets[0]._rungs}
-    # each trial's first report at a rung stands (trial 2's restart re-reported step 2 with 3.1); a report at max_t
-    # arrives as it did live (on_trial_result stops the trial there and records nothing: no decision rests on it)
-    assert rungs == {2: [-3.5, -3.2, -3.0], 4: [-2.5], 8: []}
-
     weak, fair = trial(3), trial(4)
     scheduler.on_trial_add(None, weak)
     scheduler.on_trial_add(None, fair)
-    # the median at step 2 is 3.2: a first report of 3.3 stops, 3.15 goes on, then 2.6 at step 4 (> 2.5) stops
+    # The rung at step 2 holds 3.0, 3.5 and 3.2 (each trial's first report there stands: trial 2's restart
+    # re-reported 3.1), the rung at step 4 holds 2.5. So a first report of 3.3 stops (worse than the median, 3.2),
+    # 3.15 goes on, then 2.6 at step 4 (worse than 2.5, the rung's only record) stops.
     assert scheduler.on_trial_result(None, weak, {"step": 2, "eval_loss": 3.3}) == TrialScheduler.STOP
     assert scheduler.on_trial_result(None, fair, {"step": 2, "eval_loss": 3.15}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, fair, {"step": 4, "eval_loss": 2.6}) == TrialScheduler.STOP
@@ -64,4 +63,6 @@ def test_a_new_trial_replays_nothing_even_where_an_old_sweep_left_reports(tmp_pa
     scheduler = ResumableASHAScheduler(str(tmp_path), REPORTED, **ASHA)
     for index in range(3):
         scheduler.on_trial_add(None, trial(index))  # new trials have no last result
-    assert all(not recorded for _, recorded in scheduler._brackets[0]._rungs)
+    weak = trial(3)
+    scheduler.on_trial_add(None, weak)
+    assert scheduler.on_trial_result(None, weak, {"step": 2, "eval_loss": 3.3}) == TrialScheduler.CONTINUE  # empty

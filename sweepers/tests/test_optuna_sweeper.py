@@ -1,4 +1,4 @@
-"""The sft_optuna sweeper on a Hydra app that is not sft-sweep (tests/sweepers/toy/app.py): the search-space grammar,
+"""The optuna_pruning sweeper on a toy Hydra app (toy/app.py): the search-space grammar,
 fixed and deleted keys, samplers (grid, multi-objective, custom search space, the removed MOTPE), n_jobs batches on
 the basic launcher, workers sharing a new sqlite study, pruners rebuilt from optuna.pruners only, the failure budget,
 return values of other types, a failed trial's line, pruning through the public report function. Where the sweeper
@@ -11,20 +11,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-from hydra_plugins.sft_sweep_sweepers.optuna_trial import build_pruner
-from hydra_plugins.sft_sweep_sweepers.space import (
+from hydra_pruning_sweepers.optuna_trial import build_pruner
+from hydra_pruning_sweepers.space import (
     create_optuna_distribution_from_override,
     create_params_from_overrides,
 )
-from tests.helpers import REPO
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-APP = REPO / "tests" / "sweepers" / "toy" / "app.py"
+APP = Path(__file__).parent / "toy" / "app.py"
 
 
 def sweep(tmp_path, *args, check=True, env=None) -> subprocess.CompletedProcess:
@@ -80,7 +79,6 @@ def test_a_seeded_tpe_sweep_finds_the_bowl_and_keeps_a_fixed_key_out_of_the_para
     assert r["best_value"] < 0.5  # the bowl's lowest point is 0 (x=1, y=-2)
     assert len(rows(tmp_path)) == 20 and all(row["status"] == "completed" for row in rows(tmp_path))
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "sweep" / "report.html").exists()  # an app's sweep writes no sft-sweep report unasked
 
 
 @pytest.mark.slow
@@ -110,10 +108,10 @@ def test_a_grid_runs_every_point_once_in_order_and_ends_cleanly_also_when_resume
 
 @pytest.mark.slow
 def test_two_objectives_write_the_pareto_front(tmp_path):
-    # on_record: the app's own hook after each record -- here sft-sweep's sweep report, which a plain app opts into
+    # on_record: the app's own hook (toy/app.py's `recorded`), after each trial's record and after the results
     sweep(tmp_path, "objectives=2", "hydra/sweeper/sampler=nsgaii", "hydra.sweeper.sampler.seed=1",
           "hydra.sweeper.sampler.population_size=8", "hydra.sweeper.n_trials=16", "hydra.sweeper.direction=[minimize,"
-          "minimize]", "hydra.sweeper.metric=[bowl,other]", "hydra.sweeper.on_record=sft_sweep.report.refresh_sweep")
+          "minimize]", "hydra.sweeper.metric=[bowl,other]", "hydra.sweeper.on_record=__main__.recorded")
     r = results(tmp_path)
     front = r["solutions"]
     assert front and all(set(s) >= {"params", "value", "trial", "run_dir"} for s in front)
@@ -125,10 +123,11 @@ def test_two_objectives_write_the_pareto_front(tmp_path):
     every = [row["value"] for row in rows(tmp_path) if row["status"] == "completed"]
     assert all(not any(dominates(v, s["value"]) for v in every) for s in front)  # nothing beats the front
     assert r["best_trial"] == min(front, key=lambda s: s["value"][0])["trial"]  # best_trial_by: the first objective
-    from tests.helpers import embedded
-
-    page = embedded(tmp_path / "sweep" / "report.html")
-    assert page["metrics"] == ["bowl", "other"] and sorted(page["pareto_front"]) == sorted(s["trial"] for s in front)
+    assert yaml.safe_load((tmp_path / "sweep" / "sweep.yaml").read_text())["metric"] == ["bowl", "other"]
+    calls = [json.loads(line) for line in (tmp_path / "sweep" / "hook.jsonl").read_text().splitlines()]
+    # one call per trial's row, each seeing that row written, then one after optimization_results.yaml
+    assert [c["final"] for c in calls] == [False] * 16 + [True]
+    assert [c["rows"] for c in calls[:-1]] == list(range(1, 17)) and calls[-1]["results"]
 
 
 @pytest.mark.slow
@@ -204,6 +203,9 @@ def test_the_public_report_function_prunes_a_weak_trial(tmp_path):
           "hydra.sweeper.pruner.n_startup_trials=3", f"hydra.sweeper.enqueue={enqueue}")
     assert [(row["trial"], row["status"]) for row in rows(tmp_path)] == [
         (0, "completed"), (1, "completed"), (2, "completed"), (3, "pruned")]
+    # steps: the last step each reported; the pruned one's is the rung it was pruned at
+    assert [row["steps"] for row in rows(tmp_path)[:3]] == [30] * 3
+    assert rows(tmp_path)[3]["steps"] == rows(tmp_path)[3]["pruned_at_step"] < 30
     alone = subprocess.run([sys.executable, str(APP), "steps=5", f"hydra.run.dir={tmp_path / 'alone'}"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120)
     assert alone.returncode == 0, alone.stderr

@@ -1,7 +1,7 @@
-"""Inside a trial of the `sft_optuna` sweeper: report intermediate values, and stop when the pruner says so.
+"""Inside a trial of the `optuna_pruning` sweeper: report intermediate values, and stop when the pruner says so.
 The one function an app calls to be pruned, whatever the app:
 
-    from hydra_plugins.sft_sweep_sweepers.optuna_trial import report
+    from hydra_pruning_sweepers.optuna_trial import report
 
     @hydra.main(config_path="conf", config_name="config", version_base="1.3")
     def train(cfg) -> float:
@@ -15,7 +15,7 @@ The one function an app calls to be pruned, whatever the app:
 trial N, with the study's storage and name in hydra.sweeper) and does nothing outside such a sweep, so the same
 app runs alone unchanged. A trial that raises optuna.TrialPruned is recorded `pruned`; one that returns is told
 its value. `report(step, value, stop=False)` returns True instead of raising, for an app that must write its
-own records before it stops (sft-sweep's runs do).
+own records before it stops, then raises records.TrialPruned.
 
 The pruner is rebuilt in the trial from the study's user attributes, by name from optuna.pruners only: a
 value in a shared storage never makes a trial call anything else.
@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 log = logging.getLogger(__name__)
-SWEEPER = "hydra_plugins.sft_sweep_sweepers.optuna_sweeper.OptunaSweeper"
-PRUNER_ATTR = "sft_optuna:pruner"  # the study's user attribute: {"name": <class in optuna.pruners>, "kwargs": {...}}
+SWEEPER = "hydra_plugins.hydra_pruning_sweepers.optuna_sweeper.OptunaSweeper"
+# the study's user attribute: {"name": <class in optuna.pruners>, "kwargs": {...}}
+PRUNER_ATTR = "hydra_pruning_sweepers:pruner"
 
 
 def study_name(sweeper_conf, sweep_dir: Path) -> str:
@@ -97,7 +98,7 @@ def take_up(study, storage, number: int):
     Optuna has no public way to get a live Trial for a trial another process asked (optuna/optuna#2987, closed
     unresolved): its documented constructor, Trial(study, trial_id), is the one way; the storage's public
     get_trial_id_from_study_id_trial_number turns the number into the id. Pinned by
-    tests/sweepers/test_launchers.py (a report through it reaches the study, should_prune answers)."""
+    tests/test_launchers.py (a report through it reaches the study, should_prune answers)."""
     import optuna
 
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -105,7 +106,7 @@ def take_up(study, storage, number: int):
 
 
 def current_trial():
-    """The Optuna trial this Hydra job runs, or None outside an `sft_optuna` sweep."""
+    """The Optuna trial this Hydra job runs, or None outside an `optuna_pruning` sweep."""
     if "hydra" not in sys.modules:
         return None
     from hydra.core.hydra_config import HydraConfig
@@ -122,11 +123,12 @@ def current_trial():
 
 def report(step: int, value: Any, stop: bool = True) -> bool:
     """Report `value` (a number) at `step` to this job's trial; when the pruner says the trial should stop, raise
-    optuna.TrialPruned (or, with stop=False, return True). Outside an sft_optuna sweep: nothing, False. A
-    non-finite value is not reported (a pruner cannot compare it)."""
+    optuna.TrialPruned (or, with stop=False, return True). Outside an optuna_pruning sweep, or in a study with
+    several objectives: nothing, False. A non-finite value is not reported (a pruner cannot compare it)."""
     trial = current_trial()
     value = float(value)
-    if trial is None or not math.isfinite(value):
+    # Optuna keeps no intermediate values of a study with several objectives (nor prunes one)
+    if trial is None or not math.isfinite(value) or len(trial.study.directions) > 1:
         return False
     trial.report(value, int(step))
     if not trial.should_prune():

@@ -1,67 +1,43 @@
-"""A Hydra sweeper on Ray Tune's ASHAScheduler: `python -m sft_sweep --multirun hparams_search=asha`.
+"""The `asha` sweeper's work (its config: asha_sweeper.py).
 
-Each trial is a Hydra job (its own composed config and run dir `<sweep dir>/<trial index>`), run
-in a Ray worker. Inside it, sft_sweep/tune_report.py reports the optimized metric at every
-evaluation, so ASHA stops weak trials early. The search space uses Hydra's sweep grammar:
-choice(...), range(...), interval(a, b) and tag(log, interval(a, b)).
+Each trial is a Hydra job composed in its Ray worker, run in the driver's working dir so that relative paths
+resolve as in a single run; its dir is `<sweep dir>/<trial index>`. As each trial ends: its row in `trials.jsonl`,
+then the app's `on_record` hook. After the sweep: `optimization_results.yaml` (best overrides, value, dir) and
+`trials.md` (params, status completed / stopped / failed / diverged, steps, best reported value).
 
-As each trial ends: its row in `trials.jsonl`, then the app's `on_record` hook (sft-sweep's preset: the sweep's
-`report.html`). After the sweep:
-`optimization_results.yaml` (best overrides, value, run dir), `trials.jsonl` and `trials.md` rewritten
-(params, status completed / stopped / failed / diverged, steps, best metric).
-Re-running the same command resumes an interrupted sweep from Ray Tune's saved experiment, with
-ASHA's rungs rebuilt from the trials' reports (_asha_scheduler.py).
+A trial's status: completed when its task returned or it reached max_t; stopped when ASHA stopped it; diverged
+when its task raised records.TrialDiverged; failed for any other error. ASHA kills the process of a trial it stops
+(Ray marks both ends `done`), so a task that ends by itself says how in its dir (records.OUTCOME) first.
 """
 
+import json
 import logging
 import os
 import re
 import signal
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import run_job, setup_globals
-from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext
 from hydra.utils import get_method
-from omegaconf import MISSING, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
-from hydra_plugins.sft_sweep_sweepers._launchers import outcome
-from hydra_plugins.sft_sweep_sweepers.space import as_overrides, as_run_overrides, parse
-from sft_sweep import metric_names as names
-from sft_sweep.errors import RunInterrupted, exits_in_one_line
-from sft_sweep.status import Status
+from hydra_pruning_sweepers.launchers import outcome
+from hydra_pruning_sweepers.records import (
+    OUTCOME,
+    Status,
+    SweepDir,
+    TrialDiverged,
+    TrialInterrupted,
+    exits_in_one_line,
+    write_text,
+)
+from hydra_pruning_sweepers.space import as_overrides, as_run_overrides, parse
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class AshaSweeperConf:
-    _target_: str = "hydra_plugins.sft_sweep_sweepers.asha_sweeper.AshaSweeper"
-    name: str = "sft_sweep_asha"
-    metric: str = MISSING  # what each trial reports (Ray Tune's metric); sft-sweep's preset: ${optimized_metric}
-    mode: str = "min"
-    num_samples: int = 16
-    seed: Optional[int] = 42
-    max_concurrent_trials: Optional[int] = None  # None: as many as the resources allow
-    cpus_per_trial: float = 1
-    gpus_per_trial: Optional[float] = None  # None: 1 when CUDA is available (one trial per GPU), else 0
-    # ray.tune.schedulers.ASHAScheduler kwargs (here Ray's own defaults); the budget is the training step reported.
-    scheduler: Dict[str, Any] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 4,
-                                                                "max_t": 100})
-    ray_init: Dict[str, Any] = field(default_factory=lambda: {"address": None, "num_cpus": None,
-                                                               "include_dashboard": False})
-    resume: bool = True
-    params: Optional[Dict[str, str]] = None
-    enqueue: List[Dict[str, Any]] = field(default_factory=list)  # parameter sets to try first (of num_samples)
-    on_record: Optional[str] = None  # dotpath of a function (sweep_dir: str, final: bool), as the Optuna sweeper's
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="asha", node=AshaSweeperConf, provider="sft_sweep")
+log = logging.getLogger("hydra_plugins.hydra_pruning_sweepers.asha_sweeper")
 
 
 def search_space(params: Dict[str, str], arguments: List[str]):
@@ -96,40 +72,35 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-class AshaSweeper(Sweeper):
-    def __init__(self, **conf) -> None:
-        self.conf = conf
+def plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class AshaSweeperImpl:
+    def __init__(self, conf: dict) -> None:
+        self.conf = {k: plain(v) for k, v in conf.items()}
         self.config = self.hydra_context = self.task_function = None
 
     def setup(self, *, hydra_context: HydraContext, task_function, config) -> None:
-        from sft_sweep.config import register_resolvers
-
-        register_resolvers()
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     @exits_in_one_line
     def sweep(self, arguments: List[str]) -> None:
         import ray
-        import torch
         from ray import tune
-
-        from sft_sweep.run_dir import SweepDir
 
         conf = self.conf
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         space, fixed = search_space(conf["params"], arguments)
-        scheduler = conf["scheduler"]
-        scheduler = OmegaConf.to_container(scheduler, resolve=True) if OmegaConf.is_config(scheduler) else scheduler
         SweepDir(sweep_dir).write_settings("asha", [conf["metric"]], ["minimize" if conf["mode"] == "min" else
                                                                       "maximize"], list(space),
-                                           {"_target_": "ray.tune.schedulers.ASHAScheduler", **scheduler})
+                                           {"_target_": "ray.tune.schedulers.ASHAScheduler", **conf["scheduler"]})
         driver_cwd = os.getcwd()
-        config, context, task = self.config, self.hydra_context, self.task_function
+        config, context, task, name = self.config, self.hydra_context, self.task_function, conf["name"]
 
         def trainable(sampled: dict):
-            # A Hydra job per trial, in the driver's working dir so relative paths (data, cache) resolve
-            # as they would in a single run; its run dir is <sweep dir>/<trial index>.
+            # A Hydra job per trial, in the driver's working dir; its dir is <sweep dir>/<trial index>.
             os.chdir(driver_cwd)
             index = trial_index(tune.get_context().get_trial_id())
             overrides = fixed + as_overrides(sampled) + [f"hydra.sweep.dir={sweep_dir}"]
@@ -137,25 +108,28 @@ class AshaSweeper(Sweeper):
             job_cfg = context.config_loader.load_sweep_config(config, overrides)
             with open_dict(job_cfg):
                 job_cfg.hydra.job.name = config.hydra.job.name
-                job_cfg.hydra.job.id = f"{conf['name']}_{index}"
+                job_cfg.hydra.job.id = f"{name}_{index}"
                 job_cfg.hydra.job.num = index
             HydraConfig.instance().set_config(job_cfg)
-            if gpus == 0:
-                torch.set_num_threads(max(1, int(conf["cpus_per_trial"])))
             ret = run_job(hydra_context=context, task_function=task, config=job_cfg,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             _, error = outcome(ret)
+            status = (Status.COMPLETED if error is None else Status.DIVERGED if isinstance(error, TrialDiverged)
+                      else Status.FAILED)
+            reason = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
+            write_text(Path(ret.hydra_cfg.hydra.runtime.output_dir) / OUTCOME,
+                       json.dumps({"status": status.value, "reason": reason}))
             if error is not None:
                 raise error  # Ray records the trial as errored; the sweep goes on
 
-        gpus = conf["gpus_per_trial"]
-        if gpus is None:
-            gpus = 1 if torch.cuda.is_available() else 0
         init = {k: v for k, v in conf["ray_init"].items() if v is not None}
         started_ray = not ray.is_initialized()
         if started_ray:
             ray.init(**init)
         try:
+            gpus = conf["gpus_per_trial"]
+            if gpus is None:  # one trial per GPU where the cluster has GPUs
+                gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
             self.run_tuner(trainable, space, sweep_dir, fixed, gpus)
         finally:
             if started_ray:
@@ -165,8 +139,7 @@ class AshaSweeper(Sweeper):
         from ray import tune
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        from hydra_plugins.sft_sweep_sweepers._asha_scheduler import ResumableASHAScheduler
-        from sft_sweep.run_dir import SweepDir
+        from hydra_pruning_sweepers.asha_scheduler import ResumableASHAScheduler
 
         conf = self.conf
         experiment = sweep_dir / "ray" / conf["name"]
@@ -184,7 +157,7 @@ class AshaSweeper(Sweeper):
                                             num_samples=conf["num_samples"],
                                             max_concurrent_trials=conf["max_concurrent_trials"],
                                             search_alg=BasicVariantGenerator(
-                                                points_to_evaluate=self.enqueued() or None,
+                                                points_to_evaluate=[dict(p) for p in conf["enqueue"]] or None,
                                                 random_state=conf["seed"]),
                                             trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=conf["name"], storage_path=str(sweep_dir / "ray"),
@@ -205,52 +178,43 @@ class AshaSweeper(Sweeper):
             grid = tuner.fit()
         finally:
             signal.signal(signal.SIGTERM, previous)
-        ended, owed = len(SweepDir(sweep_dir).trial_rows()), self.conf["num_samples"]
+        ended, owed = len(SweepDir(sweep_dir).trial_rows()), conf["num_samples"]
         if ended < owed:  # Tune stopped before every trial ended: a signal
-            raise RunInterrupted(f"the ASHA sweep stopped by {received[0] if received else 'SIGINT'} with {ended} of "
-                                 f"{owed} trials ended; run the same command again to resume it")
+            raise TrialInterrupted(f"the ASHA sweep stopped by {received[0] if received else 'SIGINT'} with {ended} "
+                                   f"of {owed} trials ended; run the same command again to resume it")
         self.write_results(grid, sweep_dir, fixed)
 
-    def enqueued(self) -> List[dict]:
-        """`enqueue`'s parameter sets as plain dicts keyed like the search space (Tune's points_to_evaluate)."""
-        enqueue = self.conf["enqueue"]
-        return [dict(p) for p in (OmegaConf.to_container(enqueue) if OmegaConf.is_config(enqueue) else enqueue)]
-
-    def record(self, sweep, trial_id: str, sampled: dict, last: dict, error) -> dict:
-        """A trial's row in trials.jsonl: status completed / stopped / failed / diverged, steps, best metric
-        (from the reports the trial wrote before each one, tune_progress.jsonl)."""
-        from sft_sweep.run_dir import read_jsonl
-
+    def record(self, sweep: SweepDir, trial_id: str, sampled: dict, last: dict, error) -> dict:
+        """A trial's row in trials.jsonl: status, steps, best reported value (from the reports the trial wrote
+        before each one: asha_trial.report)."""
         index = trial_index(trial_id)
-        metric, run_dir = self.conf["metric"], sweep.trial(index)
-        values = [r[metric] for r in read_jsonl(run_dir.tune_progress) if isinstance(r.get(metric), (int, float))
-                  and r[metric] == r[metric]]
-        max_t = self.conf["scheduler"].get("max_t")
-        if error is not None:
-            diverged = run_dir.finished and run_dir.read_metrics().get(names.DIVERGED)
-            status = Status.DIVERGED if diverged else Status.FAILED
-        elif run_dir.finished or (max_t and last.get("step", 0) >= max_t):
-            status = Status.COMPLETED
-        else:
-            status = Status.STOPPED
+        metric = self.conf["metric"]
+        progress = sweep.progress(index)
+        values = [r[metric] for r in progress if isinstance(r.get(metric), (int, float)) and r[metric] == r[metric]]
+        max_t, ended = self.conf["scheduler"].get("max_t"), sweep.outcome(index)
+        if ended is not None:  # the task ended by itself: returned, diverged or raised
+            status, reason = Status(ended["status"]), ended.get("reason")
+        elif error is not None:  # its process died
+            status, reason = Status.FAILED, str(error).strip().splitlines()[-1] if str(error).strip() else "died"
+        else:  # ASHA stopped it: at a rung, or at max_t (its full budget)
+            status, reason = Status.COMPLETED if max_t and last.get("step", 0) >= max_t else Status.STOPPED, None
         best = (min(values) if self.conf["mode"] == "min" else max(values)) if values else None
         row = sweep.record_trial(index, status, {k.removeprefix("config/"): v for k, v in sampled.items()},
-                                 run_dir=run_dir.path, value=best if status == Status.COMPLETED else None, best=best,
-                                 reason=str(error) if error is not None else None, node=last.get("node"))
+                                 run_dir=sweep.trial_dir(index), steps=progress[-1]["step"] if progress else None,
+                                 value=best if status == Status.COMPLETED else None, best=best, reason=reason,
+                                 node=last.get("node"))
         self.recorded(sweep, final=False)
         return row
 
-    def recorded(self, sweep, final: bool) -> None:
+    def recorded(self, sweep: SweepDir, final: bool) -> None:
         """hydra.sweeper.on_record, the app's hook, after a trial's record or the results."""
         if self.conf.get("on_record"):
             get_method(self.conf["on_record"])(str(sweep.path), final)
 
     def records_callback(self, sweep_dir: Path):
-        """In the driver: each trial's row and the sweep's report.html as soon as the trial ends
-        (ASHA kills stopped trials, so they cannot write it themselves)."""
+        """In the driver: each trial's row as soon as the trial ends (ASHA kills stopped trials, so they cannot
+        write it themselves)."""
         from ray import tune
-
-        from sft_sweep.run_dir import SweepDir
 
         sweeper, sweep = self, SweepDir(sweep_dir)
 
@@ -260,13 +224,11 @@ class AshaSweeper(Sweeper):
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 sweeper.record(sweep, trial.trial_id, trial.config, trial.last_result or {},
-                               trial.get_error() or RuntimeError("trial failed"))
+                               trial.get_error() or RuntimeError("the trial failed"))
 
         return TrialRecords()
 
     def write_results(self, grid, sweep_dir: Path, fixed: List[str]) -> None:
-        from sft_sweep.run_dir import SweepDir, write_text
-
         sweep = SweepDir(sweep_dir)
         metric, recorded = self.conf["metric"], sweep.trial_rows()
         for r in grid:  # a trial that ended while no driver watched (an interrupted sweep's) gets its row now

@@ -1,8 +1,10 @@
-"""A Hydra app that knows nothing of sft-sweep, swept by the sft_optuna sweeper in tests/sweepers/test_any_app.py:
-a bowl with its lowest point at (x, y) = (1, -2); optionally it fails, returns a value of another type, reports a
-descending curve (and so can be pruned), or two objectives."""
+"""A Hydra app swept by both sweepers (tests/test_optuna_sweeper.py, tests/test_asha_sweeper.py): a bowl with its
+lowest point at (x, y) = (1, -2); optionally it fails, diverges, returns a value of another type, reports a
+descending curve (and so can be pruned or stopped), or two objectives."""
 
 import hydra
+from hydra_pruning_sweepers import report
+from hydra_pruning_sweepers.records import TrialDiverged
 from omegaconf import DictConfig
 
 
@@ -10,10 +12,10 @@ from omegaconf import DictConfig
 def bowl(cfg: DictConfig):
     if cfg.fail:
         raise RuntimeError("the toy app failed on purpose")
+    if cfg.get("diverge"):
+        raise TrialDiverged("the toy app's curve blew up")
     value = (cfg.x - 1) ** 2 + (cfg.y + 2) ** 2 + cfg.get("w", 0) ** 2 + cfg.get("z", 0) ** 2
     if cfg.steps:  # a training-like curve: the value approached from above, reported at every step
-        from hydra_plugins.sft_sweep_sweepers.optuna_trial import report
-
         for step in range(1, cfg.steps + 1):
             report(step, value + 10.0 / step)
     if cfg.objectives == 2:
@@ -30,6 +32,18 @@ def extend(cfg: DictConfig, trial) -> None:
     x = trial.params["x"]
     trial.suggest_float("z", x - cfg.z_within, x + cfg.z_within)
     trial.suggest_float("+w", 0.0, 1.0)
+
+
+def recorded(sweep_dir: str, final: bool) -> None:
+    """on_record: after each trial's row (final=False) and after the results (final=True), what the hook sees."""
+    import json
+    from pathlib import Path
+
+    sweep = Path(sweep_dir)
+    rows = len((sweep / "trials.jsonl").read_text().splitlines())
+    with open(sweep / "hook.jsonl", "a") as f:
+        f.write(json.dumps({"final": final, "rows": rows,
+                            "results": (sweep / "optimization_results.yaml").is_file()}) + "\n")
 
 
 if __name__ == "__main__":

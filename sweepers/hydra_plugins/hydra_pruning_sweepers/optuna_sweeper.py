@@ -1,8 +1,8 @@
-"""`hydra/sweeper=sft_optuna`: a Hydra sweeper on Optuna 5 that prunes, resumes and shares one study between
-workers -- for any Hydra app (the logic: _optuna_impl.py; in a trial: optuna_trial.py).
+"""`hydra/sweeper=optuna_pruning`: a Hydra sweeper on Optuna 5 that prunes, resumes and shares one study between
+workers -- for any Hydra app (the logic: optuna_impl.py; in a trial: optuna_trial.py).
 
-    python my_app.py --multirun hydra/sweeper=sft_optuna 'x=range(-5,6)' 'lr=tag(log, interval(1e-5, 1e-2))'
-    python my_app.py --multirun hydra/sweeper=sft_optuna hydra/sweeper/sampler=grid hydra/sweeper/pruner=median
+    python my_app.py --multirun hydra/sweeper=optuna_pruning 'x=range(-5,6)' 'lr=tag(log, interval(1e-5, 1e-2))'
+    python my_app.py --multirun hydra/sweeper=optuna_pruning hydra/sweeper/sampler=grid hydra/sweeper/pruner=median
 
 The keys of hydra-optuna-sweeper (sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
 params, custom_search_space) with their meaning there, except where the README's compatibility table says
@@ -97,11 +97,11 @@ class QMCSamplerConf:
 
 @dataclass
 class MOTPESamplerConf:  # removed from Optuna 4.0: choosing it is a one-line error that says what to use
-    _target_: str = "hydra_plugins.sft_sweep_sweepers._optuna_impl.motpe_removed"
+    _target_: str = "hydra_pruning_sweepers.optuna_impl.motpe_removed"
 
 
 # --- pruners: hydra/sweeper/pruner=none|hyperband|successive_halving|median ------------------------------------
-# The resource is the `step` an app reports with optuna_trial.report (sft-sweep: the training step). The first
+# The resource is the `step` an app reports with optuna_trial.report (a training step, say). The first
 # rung and the full budget follow hydra.sweeper.min_resource / max_resource, whichever pruner is chosen;
 # hydra.sweeper.pruner.<key>=... sets one pruner's directly.
 @dataclass
@@ -135,7 +135,7 @@ class MedianPrunerConf:
 
 @dataclass
 class OptunaSweeperConf:
-    _target_: str = "hydra_plugins.sft_sweep_sweepers.optuna_sweeper.OptunaSweeper"
+    _target_: str = "hydra_plugins.hydra_pruning_sweepers.optuna_sweeper.OptunaSweeper"
     _recursive_: bool = False  # the sampler and pruner are built by the sweeper (the grid needs the space)
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
@@ -156,27 +156,27 @@ class OptunaSweeperConf:
     heartbeat_grace: float = 120.0  # ...and how long without one before another worker calls it interrupted
     max_relaunches: int = 5  # an interrupted trial is launched again at most this many times, then it failed
     # dotpath of a function (sweep_dir: str, final: bool) called after each trial's row is written to trials.jsonl
-    # (final=False) and after optimization_results.yaml (final=True): an app's own records (sft-sweep: its report)
+    # (final=False) and after optimization_results.yaml (final=True): an app's own records (a report, say)
     on_record: Optional[str] = None
 
 
 store = ConfigStore.instance()
-store.store(group="hydra/sweeper", name="sft_optuna", node=OptunaSweeperConf, provider="sft_sweep")
+store.store(group="hydra/sweeper", name="optuna_pruning", node=OptunaSweeperConf, provider="hydra-pruning-sweepers")
 for name, node in (("tpe", TPESamplerConf), ("gp", GPSamplerConf), ("random", RandomSamplerConf),
                    ("grid", GridSamplerConf), ("cmaes", CmaEsSamplerConf), ("nsgaii", NSGAIISamplerConf),
                    ("nsgaiii", NSGAIIISamplerConf), ("qmc", QMCSamplerConf), ("motpe", MOTPESamplerConf)):
-    store.store(group="hydra/sweeper/sampler", name=name, node=node, provider="sft_sweep")
+    store.store(group="hydra/sweeper/sampler", name=name, node=node, provider="hydra-pruning-sweepers")
 for name, node in (("none", NopPrunerConf), ("hyperband", HyperbandPrunerConf),
                    ("successive_halving", SuccessiveHalvingPrunerConf), ("median", MedianPrunerConf)):
-    store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="sft_sweep")
+    store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="hydra-pruning-sweepers")
 
 
 class OptunaSweeper(Sweeper):
-    """Hydra's entry point; the work is _optuna_impl.OptunaSweeperImpl's (imported when a sweep starts, so
+    """Hydra's entry point; the work is optuna_impl.OptunaSweeperImpl's (imported when a sweep starts, so
     Hydra's plugin scan of every run does not import Optuna)."""
 
     def __init__(self, **conf: Any) -> None:
-        from hydra_plugins.sft_sweep_sweepers._optuna_impl import OptunaSweeperImpl
+        from hydra_pruning_sweepers.optuna_impl import OptunaSweeperImpl
 
         self.sweeper = OptunaSweeperImpl(conf)
 
