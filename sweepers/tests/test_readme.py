@@ -32,7 +32,8 @@ def app(tmp_path_factory):
     blocked.mkdir()
     for name in ("torch", "sft_sweep", "transformers"):
         (blocked / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")]),
+           "RAY_ADDRESS": "local"}  # ASHA: a Ray of its own, not one another test started on this machine
     return folder, env
 
 

@@ -281,15 +281,17 @@ def test_the_gpu_worker_script_starts_one_worker_per_visible_gpu(tmp_path):
 
 def test_the_readmes_ray_launcher_command_runs_trials_in_parallel_and_none_fails(tmp_path):
     """`hydra/launcher=ray hydra.sweeper.n_jobs=2`: Ray is started once by the sweeper (its worker threads would
-    race to start it), and every trial completes."""
+    race to start it), and every trial completes. (RAY_ADDRESS=local: a Ray of its own, never the cluster another
+    test may have started on this machine, which ray.init would join.)"""
     sweep = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, "-m", "sft_sweep", "--multirun", "hparams_search=optuna",
                            "hydra/launcher=ray", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
                            f"hydra.sweep.dir={sweep}", *FAST],
-                          cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                                             "RAY_ADDRESS": "local"},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ray.init twice" not in proc.stderr + proc.stdout
     rows = trials(sweep)
-    assert sorted(r["trial"] for r in rows) == [0, 1, 2, 3] and all(r["status"] == "completed" for r in rows)
+    assert sorted(r["trial"] for r in rows) == [0, 1, 2, 3] and all(r["status"] == "completed" for r in rows), rows
     assert all((sweep / str(i) / "metrics.json").is_file() for i in range(4))
