@@ -145,13 +145,6 @@ def from_messages(row):
     return [_message(m, i) for i, m in enumerate(messages)]
 
 
-def conversation(messages, tools=None) -> tuple[list[dict], list | None]:
-    """OpenAI chat messages and tools (a server's request) as the normalized conversation training renders: the
-    same template input for the same conversation at training and at serving (arguments as JSON text, content
-    parts, bare tool schemas read as training reads them)."""
-    return from_messages({"messages": messages}), _tools(tools)
-
-
 def from_alpaca(row):
     messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     for turn in row.get("history") or []:
