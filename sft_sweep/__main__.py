@@ -13,8 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from sft_sweep import config, console
+from sft_sweep.environment import in_sweep
 from sft_sweep.errors import UserError, exit_in_one_line
-from sft_sweep.run_dir import in_sweep
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")

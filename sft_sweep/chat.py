@@ -10,6 +10,7 @@ import sys
 
 from transformers import TextStreamer
 
+from sft_sweep import trained
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
 from sft_sweep.errors import one_line_errors
@@ -37,9 +38,9 @@ def main(argv: list[str]) -> int:
     args = parse_cli_args(argv, __doc__, ("run_dir",), {"max_new_tokens": "256", "probes": "true"})
     cli_logging()
     run_dir = RunDir(args["run_dir"])
-    model, tokenizer = run_dir.load_model()
+    model, tokenizer = trained.load(run_dir)
     limit = int(args["max_new_tokens"])
-    template_kwargs = run_dir.chat_template_kwargs(tokenizer.chat_template or "")
+    template_kwargs = trained.template_kwargs(run_dir, tokenizer.chat_template or "")
     try:
         if args["probes"] == "true":
             for probe in run_probes(run_dir):

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from sft_sweep import config, console
+from sft_sweep import config, console, trained
 from sft_sweep import metric_names as names
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import UserError, one_line_errors
@@ -32,7 +32,7 @@ def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
     base = [o for o in run_dir.overrides() if not o.startswith("hparams_search=")] if run_dir else []
     c = config.plain(config.compose(base + rest))
     if run_dir is not None:
-        model, tokenizer = run_dir.load_model()
+        model, tokenizer = trained.load(run_dir)
         out, samples_out = run_dir.evaluation_files(rest)
     else:
         tokenizer = build_tokenizer(c["model"])

@@ -26,6 +26,7 @@ import tarfile
 from pathlib import Path
 
 from sft_sweep import metric_names as names
+from sft_sweep import trained
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
 from sft_sweep.errors import UserError, one_line_errors
@@ -64,10 +65,10 @@ def generation_config(tokenizer):
 # --- format=hf ------------------------------------------------------------------------------------------------
 def export(run_dir: RunDir, dtype: str = "auto") -> Path:
     """<run>/merged/: weights, tokenizer with the training prompt as its default, generation config, model card."""
-    model, tokenizer = run_dir.load_model(dtype)
+    model, tokenizer = trained.load(run_dir, dtype)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    defaults = run_dir.chat_template_kwargs(tokenizer.chat_template or "")
+    defaults = trained.template_kwargs(run_dir, tokenizer.chat_template or "")
     tokenizer.chat_template = with_defaults(tokenizer.chat_template, defaults)
     model.generation_config = generation_config(tokenizer)
     out = run_dir.merged

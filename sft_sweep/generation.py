@@ -12,7 +12,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
              streamer=None) -> list[dict]:
     """For each conversation (ending before the assistant's answer): {"prediction", "ended", "n_tokens"}.
     `ended`: the model wrote its end-of-turn token within max_new_tokens. `template_kwargs`: the chat template's
-    settings (a run's own, RunDir.chat_template_kwargs), else enable_thinking alone; `streamer`: transformers'
+    settings (a run's own, trained.template_kwargs), else enable_thinking alone; `streamer`: transformers'
     streamer, shown each piece of a batch of one as it is generated (chat)."""
 
     eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))

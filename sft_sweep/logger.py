@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sft_sweep import dist
 from sft_sweep import metric_names as names
-from sft_sweep.run_dir import RunDir, in_sweep
+from sft_sweep.environment import in_sweep
+from sft_sweep.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -11,17 +11,18 @@ import logging
 from omegaconf import DictConfig
 from transformers import set_seed
 
-from sft_sweep import config, console, dist, logger, packing, report, sizing
+from sft_sweep import checks, config, console, dist, logger, packing, report, sizing
 from sft_sweep import metric_names as names
 from sft_sweep.callbacks import CheckpointRecords, ConsoleProgress
 from sft_sweep.data import RunData, build_datasets
+from sft_sweep.environment import in_sweep, pasteable_command, peak_memory_mib
 from sft_sweep.errors import RunDiverged, TrialPruned, UserError
 from sft_sweep.evaluation import Evaluation
 from sft_sweep.model import add_lora, base_model_path, build_model, build_tokenizer, resolve_attn_implementation
 from sft_sweep.monitor import TrainingMonitor
 from sft_sweep.optuna_trial import OptunaReporter
 from sft_sweep.preemption import GracefulStop, disk_full_is_an_error, resume_point
-from sft_sweep.run_dir import RunDir, in_sweep, pasteable_command, peak_memory_mib
+from sft_sweep.run_dir import RunDir
 from sft_sweep.sft_config import build_sft_config
 from sft_sweep.status import Status
 from sft_sweep.trainer import Trainer
@@ -41,7 +42,7 @@ def run(cfg: DictConfig) -> float:
         try:
             with disk_full_is_an_error(run_dir.checkpoints):  # no space left anywhere: one line, half checkpoints gone
                 # --- setup -------------------------------------------------------------------------
-                config.validate(c)  # one-line errors before any heavy work
+                checks.validate(c)  # one-line errors before any heavy work
                 set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
                 wandb_run = logger.start(c["logger"], run_dir, c)
                 trainer, data = setup(c, run_dir, wandb_run, stop)

@@ -25,36 +25,28 @@ A finished run dir (one with metrics.json) is never reused unless overwrite=true
 import json
 import logging
 import os
-import platform
 import re
-import resource
 import shlex
 import socket
-import subprocess
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
-from hydra.experimental.callback import Callback
 
 # A sweep's records and the atomic writes are the sweepers' (re-exported: a run's files are written the same way)
 from hydra_pruning_sweepers.records import PROGRESS, SweepDir
 from hydra_pruning_sweepers.records import append_jsonl as append_jsonl
 from hydra_pruning_sweepers.records import read_jsonl as read_jsonl
 from hydra_pruning_sweepers.records import write_text as write_text
-from omegaconf import DictConfig
 
 from sft_sweep import dist
 from sft_sweep import metric_names as names
-from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError, exit_in_one_line
+from sft_sweep.environment import git_state, hardware, package_versions, pasteable_command
+from sft_sweep.errors import RunDiverged, RunInterrupted, TrialPruned, UserError
 from sft_sweep.status import Status
 
 log = logging.getLogger("sft_sweep")
-PACKAGES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
-            "hydra-core", "omegaconf", "wandb", "optuna", "sft-sweep"]
-
 
 def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -232,13 +224,6 @@ class RunDir:
         return (yaml.safe_load(self.hydra_config.read_text(encoding="utf-8")) if self.hydra_config.is_file()
                 else None) or {}
 
-    def chat_template_kwargs(self, template: str) -> dict:
-        """The keyword arguments the run's evaluation passed to the chat template (eval.enable_thinking), for those
-        `template` reads: the prompt the run was evaluated on, which chat renders and export bakes in as defaults."""
-        evaluation = self.saved_config().get("eval") or {}
-        kwargs = {"enable_thinking": bool(evaluation.get("enable_thinking", False))}
-        return {key: value for key, value in kwargs.items() if key in template}
-
     def commands(self) -> dict:
         """What to do with the run: run it again, evaluate, export, chat, rebuild its report."""
         where = shlex.quote(str(self.path))
@@ -255,31 +240,6 @@ class RunDir:
             raise UserError(f"{self.hydra_overrides} not found: {self.path} is not a run dir")
         return list(yaml.safe_load(self.hydra_overrides.read_text(encoding="utf-8")) or [])
 
-    def load_model(self, dtype: str = "auto"):
-        """(model, tokenizer) of a finished run. A (Q)LoRA adapter loads over an unquantized base."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from sft_sweep.model import resolve_dtype
-
-        if not self.finished:
-            raise UserError(f"{self.path} holds no finished run (no {self.metrics.name})")
-        lora = self.adapter.is_dir()
-        weights = self.weights(lora)
-        tokenizer = AutoTokenizer.from_pretrained(weights)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if lora:
-            from peft import PeftConfig, PeftModel
-
-            # The run's own random-init base (moves with the dir), else the hub id / path PEFT recorded.
-            base = self.base_model if self.base_model.is_dir() else PeftConfig.from_pretrained(
-                weights).base_model_name_or_path
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=resolve_dtype(dtype)).to(device)
-            model = PeftModel.from_pretrained(model, weights)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(weights, dtype=resolve_dtype(dtype)).to(device)
-        return model.eval(), tokenizer
-
 
 def trial_run(sweep: SweepDir, number: int) -> RunDir:
     """A sweep's trial `number` as a run (the sweepers' SweepDir knows its dir, not what an sft-sweep run holds)."""
@@ -295,94 +255,3 @@ def sweep_report_file(sweep: SweepDir) -> Path:
     return sweep.path / "report.html"
 
 
-class RefuseFinishedRunDir(Callback):
-    """Hydra callback (conf/hydra/default.yaml): checks a single run's config and dir before Hydra writes
-    its .hydra/ files into it -- a mandatory key left unset, a finished run there. Sweep trials always get
-    fresh dirs."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        from sft_sweep.config import check_mandatory
-
-        try:
-            check_mandatory(config)
-            run_dir = RunDir(config.hydra.run.dir)
-            run_dir.refuse_if_finished(config.get("overwrite", False))
-            run_dir.check_writable()
-        except UserError as exc:
-            exit_in_one_line(exc)  # Hydra only warns about a callback's exceptions
-
-
-# --- what the manifest records ----------------------------------------------------------------------
-def in_sweep() -> bool:
-    """This run is one trial of a sweep (a Hydra multirun job)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def pasteable_command() -> str | None:
-    """The command that runs this run again, as a user would type it: the sweep's sampled values
-    included, `hparams_search=...` left out (that would start a sweep), under torchrun when the run had
-    several processes (launch/multi_gpu.sh). None outside a Hydra job."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from sft_sweep.config import CONF_DIR
-
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    args = []
-    main = next((s.path for s in hc.runtime.config_sources if s.provider == "main"), CONF_DIR)
-    if Path(main).resolve() != Path(CONF_DIR).resolve() or hc.job.config_name != "config":
-        args += ["--config-path", main, "--config-name", hc.job.config_name]
-    args += [o for o in hc.overrides.task if not o.startswith(("hparams_search=", "+hydra="))]
-    launcher = ["python"] if dist.world_size() == 1 else [
-        "torchrun", "--standalone", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', dist.world_size())}"]
-    return shlex.join([*launcher, "-m", "sft_sweep", *args])
-
-
-def git_state() -> dict:
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return {"commit": None, "dirty": None}
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
-        return {"commit": head.stdout.strip(), "dirty": dirty}
-    except (OSError, subprocess.TimeoutExpired):
-        return {"commit": None, "dirty": None}
-
-
-def package_versions() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def hardware() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "cuda": torch.version.cuda, "gpus": [], "world_size": dist.world_size()}
-    if torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
-def peak_memory_mib() -> dict:
-    import torch
-
-    # ru_maxrss is in KiB on Linux.
-    peak = {"cpu_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if torch.cuda.is_available():
-        peak["gpu_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return peak

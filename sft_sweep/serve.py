@@ -104,8 +104,8 @@ def main(argv: list[str]) -> int:
         from transformers.utils.import_utils import is_serve_available
 
         if not is_serve_available():
-            raise UserError("engine=transformers: transformers serve needs its serving extra "
-                            "(pip install 'transformers[serving]'), or install vLLM")
+            raise UserError("engine=transformers: transformers serve needs its serving dependencies "
+                            "(pip install 'sft-sweep[serve]'), or install vLLM")
     cli_logging()
     run_dir = RunDir(args["run_dir"])
     if not run_dir.finished:

@@ -11,6 +11,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from sft_sweep import trained
 from sft_sweep.config import asset_path
 from sft_sweep.evaluate import main as evaluate_cli
 from sft_sweep.export import main as export_cli
@@ -75,7 +76,7 @@ def test_evaluate_a_base_model(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_merged_model_answers_like_the_adapter(run):
     assert export_cli([f"run_dir={run}", "dtype=float32"]) == 0
-    adapter_model, tokenizer = RunDir(run).load_model("float32")
+    adapter_model, tokenizer = trained.load(RunDir(run), "float32")
     merged = AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.float32).eval()
     assert not any("lora" in n for n, _ in merged.named_parameters())
     a = generate(adapter_model, tokenizer, PROBES, max_new_tokens=24)
@@ -111,12 +112,12 @@ def test_chat_asks_with_the_template_settings_the_run_was_evaluated_with(thinkin
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"eval": {"enable_thinking": thinking}}))
     tokenizer = AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer"))
-    kwargs = RunDir(tmp_path).chat_template_kwargs(tokenizer.chat_template)
+    kwargs = trained.template_kwargs(RunDir(tmp_path), tokenizer.chat_template)
     assert kwargs == {"enable_thinking": thinking}
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+2?"}], tokenize=False,
                                            add_generation_prompt=True, **kwargs)
     assert prompt.endswith("<|im_start|>assistant\n" + ("" if thinking else "<think>\n\n</think>\n\n"))
-    assert RunDir(tmp_path).chat_template_kwargs("{{ messages }}") == {}  # a template that reads no such setting
+    assert trained.template_kwargs(RunDir(tmp_path), "{{ messages }}") == {}  # a template that reads no such setting
 
 
 @pytest.mark.slow
@@ -139,7 +140,7 @@ def test_forgetting_check_measures_general_chat_before_and_after(run):
     assert m["forgetting_delta"] == m["eval_general_perplexity"] - m["before_eval_general_perplexity"]
     # the baseline is the untrained base model's perplexity on the shipped general sample
     general = str(REPO / "sft_sweep/assets/general/eval.jsonl")
-    model, tokenizer = RunDir(run).load_model()
+    model, tokenizer = trained.load(RunDir(run))
     with model.disable_adapter():
         before = general_perplexity(model, tokenizer, general, 256, 16)
     assert before == pytest.approx(m["before_eval_general_perplexity"], rel=1e-4)

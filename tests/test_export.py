@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from sft_sweep import trained
 from sft_sweep.config import asset_path
 from sft_sweep.export import main as export_cli
 from sft_sweep.export import ollama_template, with_defaults
@@ -143,7 +144,7 @@ def test_a_copied_run_dirs_adapter_loads_with_plain_peft(run, tmp_path, monkeypa
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints"))
     base = AutoModelForCausalLM.from_pretrained(copy / "base_model", dtype=torch.float32)
     model = PeftModel.from_pretrained(base, copy / "adapter").eval()
-    ours, _ = RunDir(run).load_model("float32")
+    ours, _ = trained.load(RunDir(run), "float32")
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, ours(ids).logits)

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from sft_sweep.config import validate
+from sft_sweep.checks import validate
 from sft_sweep.data.tokenize import tokenize_rows
 from sft_sweep.model import build_model, materialize_random_init
 from sft_sweep.packing import BlockDiagonalCollator, pack

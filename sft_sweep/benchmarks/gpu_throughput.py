@@ -106,7 +106,7 @@ def measure(trainer, s: dict) -> dict:
 
 def run_ours(s: dict, tmp: str) -> dict:
     """sft-sweep's own setup (recipe.setup) on the composed config, as `python -m sft_sweep` builds it."""
-    from sft_sweep import config
+    from sft_sweep import checks, config
     from sft_sweep.recipe import setup
     from sft_sweep.run_dir import RunDir
 
@@ -122,7 +122,7 @@ def run_ours(s: dict, tmp: str) -> dict:
         overrides.append(f"model.tokenizer={s['tokenizer']}")
     overrides += ["data=local", f"data.path={s['data']}"]
     c = config.plain(config.compose(overrides))
-    config.validate(c)
+    checks.validate(c)
     trainer, _ = setup(c, RunDir(Path(tmp) / "ours"))
     return measure(trainer, s)
 
