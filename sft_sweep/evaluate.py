@@ -3,17 +3,20 @@
     python -m sft_sweep.evaluate run_dir=outputs/runs/<run>                 # its own validation set
     python -m sft_sweep.evaluate run_dir=outputs/runs/<run> data=alpaca     # another data option
     python -m sft_sweep.evaluate model=qwen3_4b data=sample                 # a base model, untrained
+    python -m sft_sweep.evaluate run_dir=outputs/runs/<run> benchmarks=[gsm8k,ifeval]   # + lm-eval's tasks
 
 The config is the run's own (its command-line overrides re-applied to conf/), plus yours.
 Writes evaluation.json + evaluation_samples.jsonl into the run dir (or outputs/eval/<time>/); with other
 data, beside them: evaluation-data=alpaca.json (the run's own evaluation is never overwritten).
+`benchmarks=[...]` (eval.benchmarks) adds lm-evaluation-harness tasks (bench.py): their scores as bench_<task>_<metric>
+and, with every metric's stderr, lm-eval's version and each task's config hash, under `benchmarks`.
 """
 
 import sys
 import tempfile
 import time
 
-from sft_sweep import config, console, trained
+from sft_sweep import bench, config, console, trained
 from sft_sweep import metric_names as names
 from sft_sweep.data import build_datasets
 from sft_sweep.errors import UserError, one_line_errors
@@ -28,12 +31,14 @@ SHOWN = (names.PERPLEXITY, names.JSON_VALIDITY, names.JSON_KEY_MATCH, names.EXAC
 
 def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
     run_dir = next((RunDir(o.split("=", 1)[1]) for o in overrides if o.startswith("run_dir=")), None)
-    rest = [o for o in overrides if not o.startswith("run_dir=")]
+    rest = [f"eval.{o}" if o.startswith("benchmarks") else o for o in overrides if not o.startswith("run_dir=")]
     base = [o for o in run_dir.overrides() if not o.startswith("hparams_search=")] if run_dir else []
     c = config.plain(config.compose(base + rest))
+    bench.check(c["eval"]["benchmarks"], c["data"]["cache_dir"])  # before any model loads
     if run_dir is not None:
         model, tokenizer = trained.load(run_dir)
-        out, samples_out = run_dir.evaluation_files(rest)
+        # (benchmarks add to the run's own evaluation: only other data is written beside it)
+        out, samples_out = run_dir.evaluation_files([o for o in rest if not o.startswith("eval.benchmarks")])
     else:
         tokenizer = build_tokenizer(c["model"])
         model = build_model(c["model"], None, base_model_path(c["model"], tokenizer, tempfile.mkdtemp()))
@@ -47,6 +52,11 @@ def evaluate(overrides: list[str]) -> tuple[dict, RunDir]:
               **scores, names.PROBES: dict(zip(map(probe_question, c["eval"]["probes"]),
                                                probe_answers(model, tokenizer, c["eval"]))),
               "data": [s["path"] for s in c["data"]["sources"]], "overrides": rest}
+    if c["eval"]["benchmarks"]:
+        benchmarks = bench.run(model, tokenizer, c["eval"], trained.settings(c["eval"], tokenizer.chat_template or ""),
+                               c["data"]["cache_dir"])
+        samples += [{"benchmark": True, **s} for s in benchmarks.pop("samples")]
+        result.update(bench.metrics(benchmarks), benchmarks=benchmarks)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     write_samples(samples_out, samples)
@@ -58,7 +68,7 @@ def main(argv: list[str]) -> int:
     config.parse_cli_args([a for a in argv if a in ("-h", "--help")], __doc__)
     console.cli_logging()
     result, out = evaluate(argv)
-    for key in SHOWN:
+    for key in [*SHOWN, *(k for k in result if k.startswith(names.BENCH_PREFIX))]:
         print(f"{key}: {result[key]}")
     print(f"written to {out}")
     return 0

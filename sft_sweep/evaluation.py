@@ -9,6 +9,8 @@
     probes       the configured questions, answered by the model (for the before/after table)
     forgetting   perplexity on general chat (eval.general_path) before and after training; the
                  difference is the forgetting delta (> 0: the model got worse at general chat)
+    benchmarks   lm-evaluation-harness tasks (eval.benchmarks; bench.py), after training and, with
+                 eval.benchmarks_before, before it: benchmarks.json and bench_<task>_<metric>
 """
 
 import json
@@ -18,10 +20,11 @@ import re
 
 import torch
 
+from sft_sweep import bench, trained
 from sft_sweep import metric_names as names
 from sft_sweep.eval_metrics import score, summarize
 from sft_sweep.generation import generate
-from sft_sweep.run_dir import RunDir
+from sft_sweep.run_dir import RunDir, write_json
 
 log = logging.getLogger("sft_sweep")
 
@@ -149,6 +152,15 @@ class Evaluation:
         self.cfg, self.trainer, self.rows = cfg, trainer, validation_rows
         self.before_scores, self.before_probes, self.samples, self.probes = {}, None, None, None
         self.general_data = None  # the general chat file, tokenized once for both measurements
+        self.before_benchmarks = None
+
+    def benchmarks(self) -> dict | None:
+        """lm-eval's tasks (eval.benchmarks) on the model as it is now, or None without any."""
+        if not self.cfg.get("benchmarks"):
+            return None
+        tokenizer = self.trainer.processing_class
+        return bench.run(self.trainer.model, tokenizer, self.cfg,
+                         trained.settings(self.cfg, tokenizer.chat_template or ""))
 
     def general(self) -> dict:
         """{GENERAL_PERPLEXITY: ...}, or {} without eval.general_path."""
@@ -170,6 +182,9 @@ class Evaluation:
             model, tok = self.trainer.model, self.trainer.processing_class
             scores.update(answer_eval(model, tok, self.rows, self.cfg)[0])
             self.before_probes = probe_answers(model, tok, self.cfg)
+        if self.cfg.get("benchmarks_before"):
+            self.before_benchmarks = self.benchmarks()
+            scores.update(bench.metrics(self.before_benchmarks))
         self.before_scores = {names.before(k): v for k, v in scores.items()}
 
     def after(self, run_dir: RunDir) -> dict:
@@ -193,6 +208,16 @@ class Evaluation:
             general[names.FORGETTING_DELTA] = after - before
             log.info("forgetting check: general-chat perplexity %.3f -> %.3f (delta %+.3f)", before, after,
                      after - before)
+        benchmarks = self.benchmarks()
+        if benchmarks is not None:
+            before = self.before_benchmarks or {}
+            write_samples(run_dir.benchmark_samples, [{"when": "before", **s} for s in before.pop("samples", [])]
+                          + [{"when": "after", **s} for s in benchmarks.pop("samples")])
+            write_json(run_dir.benchmarks, {"after": benchmarks, "before": before or None})
+            scores.update(bench.metrics(benchmarks))
+            for name, value in bench.metrics(benchmarks).items():
+                before = self.before_scores.get(names.before(name))
+                log.info("benchmark %s: %s%.4f", name, "" if before is None else f"{before:.4f} -> ", value)
         return {names.PERPLEXITY: perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
                                              self.cfg["batch_size"]),
                 **general, **scores, **self.before_scores,

@@ -61,3 +61,11 @@ SAMPLE_SCORES = (EXACT, JSON_VALID, JSON_KEYS, USABLE)
 def before(name: str) -> str:
     """The name of a measurement of the base model, before training."""
     return "before_" + name
+
+
+BENCH_PREFIX = "bench_"  # a standard benchmark's score (bench.py): bench_<task>_<metric>
+
+
+def bench(task: str, metric: str) -> str:
+    """The name of lm-eval task `task`'s `metric` (its filter appended where it is not `none`)."""
+    return BENCH_PREFIX + "_".join(part.replace("-", "_").replace(" ", "_") for part in (task, metric))

@@ -11,7 +11,7 @@ import logging
 from omegaconf import DictConfig
 from transformers import set_seed
 
-from sft_sweep import checks, config, console, dist, logger, packing, report, sizing
+from sft_sweep import bench, checks, config, console, dist, logger, packing, report, sizing
 from sft_sweep import metric_names as names
 from sft_sweep.callbacks import CheckpointRecords, ConsoleProgress
 from sft_sweep.data import RunData, build_datasets
@@ -43,6 +43,7 @@ def run(cfg: DictConfig) -> float:
             with disk_full_is_an_error(run_dir.checkpoints):  # no space left anywhere: one line, half checkpoints gone
                 # --- setup -------------------------------------------------------------------------
                 checks.validate(c)  # one-line errors before any heavy work
+                bench.check(c["eval"]["benchmarks"] if c["eval"]["enabled"] else [], c["data"]["cache_dir"])
                 set_seed(c["seed"])  # before anything random: model init, LoRA init, data order
                 wandb_run = logger.start(c["logger"], run_dir, c)
                 trainer, data = setup(c, run_dir, wandb_run, stop)

@@ -10,6 +10,8 @@
       log_history.json            every logged train/eval record
       monitor_events.jsonl        training-monitor events
       probes.md, eval_samples.jsonl                        the end-of-run evaluation
+      benchmarks.json             lm-eval's tasks (eval.benchmarks): every metric with its stderr, after and before
+      benchmark_samples.jsonl     ...and each document's answer
       evaluation.json, evaluation_samples.jsonl            `python -m sft_sweep.evaluate` (other data: beside them,
                                                            evaluation-<overrides>.json)
       tune_progress.jsonl         an ASHA trial's reports
@@ -117,6 +119,8 @@ class RunDir:
     eval_samples = property(lambda self: self.path / "eval_samples.jsonl")
     evaluation = property(lambda self: self.path / "evaluation.json")
     evaluation_samples = property(lambda self: self.path / "evaluation_samples.jsonl")
+    benchmarks = property(lambda self: self.path / "benchmarks.json")  # lm-eval's scores, after and before
+    benchmark_samples = property(lambda self: self.path / "benchmark_samples.jsonl")  # ...and each answer
     tune_progress = property(lambda self: self.path / PROGRESS)  # an ASHA trial's reports (the sweepers')
     merged = property(lambda self: self.path / "merged")
     gguf = property(lambda self: self.path / "gguf")

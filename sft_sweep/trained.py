@@ -34,6 +34,10 @@ def load(run_dir: RunDir, dtype: str = "auto"):
 def template_kwargs(run_dir: RunDir, template: str) -> dict:
     """The keyword arguments the run's evaluation passed to the chat template (eval.enable_thinking), for those
     `template` reads: the prompt the run was evaluated on, which chat renders and export bakes in as defaults."""
-    evaluation = run_dir.saved_config().get("eval") or {}
-    kwargs = {"enable_thinking": bool(evaluation.get("enable_thinking", False))}
+    return settings(run_dir.saved_config().get("eval") or {}, template)
+
+
+def settings(eval_cfg: dict, template: str) -> dict:
+    """The chat template arguments of the `eval` group (eval.enable_thinking) that `template` reads."""
+    kwargs = {"enable_thinking": bool(eval_cfg.get("enable_thinking", False))}
     return {key: value for key, value in kwargs.items() if key in template}

@@ -5,6 +5,7 @@ import os
 import re
 import runpy
 import sys
+import time
 from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
@@ -83,3 +84,22 @@ def embedded(html_path) -> dict:
     html = html_path.read_text(encoding="utf-8")
     match = re.search(r"<script type='application/json' id='report-data'>(.*?)</script>", html, re.S)
     return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def read(path) -> object:
+    """A JSON file's contents."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def losses(run_dir) -> list[tuple[int, float]]:
+    """(step, training loss) of every logged training step of a finished run."""
+    return [(h["step"], h["loss"]) for h in read(Path(run_dir) / "log_history.json") if "loss" in h]
+
+
+def wait_for(path, proc, timeout: float = 300) -> None:
+    """Until `path` exists, while `proc` runs (its output, if it ended first)."""
+    deadline = time.time() + timeout
+    while not Path(path).exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.1)

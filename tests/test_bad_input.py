@@ -8,11 +8,7 @@ import os
 import pytest
 import transformers
 
-from tests.helpers import TINY, run_cli
-
-
-def read(path):
-    return json.loads(path.read_text(encoding="utf-8"))
+from tests.helpers import TINY, read, run_cli
 
 
 def one_line_error(capsys) -> str:

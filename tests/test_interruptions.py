@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import TINY, env_without_network
+from tests.helpers import TINY, env_without_network, read, wait_for
 
 pytestmark = pytest.mark.slow
 RUN = [*TINY, "trainer.logging_steps=1", "trainer.save_steps=4", "trainer.save_total_limit=null", "eval.max_samples=4",
@@ -42,25 +42,11 @@ sys.argv = ["sft_sweep", *sys.argv[3:]]
 runpy.run_module("sft_sweep", run_name="__main__")
 """
 
-
-def read(path):
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def start(tmp_path, where: str, *args) -> tuple[subprocess.Popen, object]:
     marker = tmp_path / f"held-{where}"
     proc = subprocess.Popen([sys.executable, "-c", HELD, str(marker), where, *args], cwd=tmp_path,
                             env=env_without_network(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, marker
-
-
-def wait_for(path, proc, timeout=300):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.1)
-
 
 def ends_in_one_line(proc, timeout=120) -> str:
     out, err = proc.communicate(timeout=timeout)

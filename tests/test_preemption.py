@@ -14,7 +14,7 @@ import pytest
 from sft_sweep.errors import UserError
 from sft_sweep.preemption import newest_complete, resume_point
 from sft_sweep.run_dir import RunDir, checkpoint_runtime
-from tests.helpers import TINY, env_without_network, run_cli
+from tests.helpers import TINY, env_without_network, losses, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 RUN = [*TINY, "trainer.logging_steps=1", "trainer.save_steps=4", "trainer.save_total_limit=null", "eval.enabled=false"]
@@ -26,23 +26,9 @@ SLOW = ("import runpy, sys, time, transformers\n"
         "sys.argv = ['sft_sweep', *sys.argv[1:]]\n"
         "runpy.run_module('sft_sweep', run_name='__main__')\n")
 
-
-def losses(run_dir):
-    return [(h["step"], h["loss"]) for h in json.loads((run_dir / "log_history.json").read_text()) if "loss" in h]
-
-
 def start(cwd, *args):
     return subprocess.Popen([sys.executable, "-c", SLOW, *RUN, *args], cwd=cwd, env=env_without_network(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(path, process, timeout=240):
-    deadline = time.time() + timeout
-    while not path.is_file():
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.1)
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

@@ -10,11 +10,7 @@ import pytest
 
 from sft_sweep.callbacks import ConsoleProgress
 from sft_sweep.report import main as report_main
-from tests.helpers import TINY, embedded, render_in_chromium, run_cli
-
-
-def read(path):
-    return json.loads(path.read_text(encoding="utf-8"))
+from tests.helpers import TINY, embedded, read, render_in_chromium, run_cli
 
 
 @pytest.fixture(scope="module")

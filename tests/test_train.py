@@ -1,6 +1,5 @@
 """Real training runs of the embedded tiny model through the real entrypoint."""
 
-import json
 import os
 import shlex
 import stat
@@ -18,16 +17,8 @@ from sft_sweep.data.mixing import dedup
 from sft_sweep.data.prepare import Problems, load_rows
 from sft_sweep.recipe import setup
 from sft_sweep.run_dir import RunDir
-from tests.helpers import TINY, plain, run_cli
+from tests.helpers import TINY, losses, plain, read, run_cli
 from tests.wandb_records import history
-
-
-def read(path):
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def losses(run_dir):
-    return [(h["step"], h["loss"]) for h in read(run_dir / "log_history.json") if "loss" in h]
 
 
 def frozen_and_trainable(model):

@@ -1,0 +1,58 @@
+"""Standard benchmarks through lm-evaluation-harness (sft_sweep/bench.py): our local task scored in the run, before
+and after training, answer for answer as lm-eval's own command line scores the exported model; bad task names
+and tasks whose data is not here stop in one line before training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sft_sweep import bench
+from sft_sweep.errors import UserError
+from tests.helpers import TINY, read, run_cli
+
+pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'sft-sweep[bench]')")
+pytestmark = pytest.mark.slow  # lm-eval indexes its task files (~20 s) in each process that uses it
+
+
+def test_unknown_tasks_and_tasks_without_their_data_are_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"^eval.benchmarks: no lm-eval task 'sft_sweep_arth' \(closest: "
+                                        r"sft_sweep_arith"):
+        bench.check(["sft_sweep_arth"], str(tmp_path))
+    with pytest.raises(UserError, match=r"^eval.benchmarks: task 'gsm8k' cannot load its data here "
+                                        r".*HF_DATASETS_CACHE"):
+        bench.check(["gsm8k"], str(tmp_path))  # offline (conftest): the hub's data is not in this cache
+
+
+def test_the_runs_scores_are_lm_evals_own_on_the_export(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=30", "eval.max_samples=4",
+                   "eval.benchmarks=[sft_sweep_arith]", "eval.benchmarks_before=true") == 0
+    metrics = read(run_dir / "metrics.json")
+    scores = read(run_dir / "benchmarks.json")
+    after = scores["after"]["results"]["sft_sweep_arith"]["exact_match"]["value"]
+    assert metrics["bench_sft_sweep_arith_exact_match"] == after
+    assert metrics["before_bench_sft_sweep_arith_exact_match"] == scores["before"]["results"]["sft_sweep_arith"][
+        "exact_match"]["value"]
+    samples = [json.loads(line) for line in (run_dir / "benchmark_samples.jsonl").read_text().splitlines()]
+    ours = {s["doc_id"]: s["response"] for s in samples if s["when"] == "after"}
+    assert len(ours) == bench.LOCAL_ROWS and len(samples) == 2 * bench.LOCAL_ROWS
+    assert after == pytest.approx(sum(s["exact_match"] for s in samples if s["when"] == "after") / bench.LOCAL_ROWS)
+
+    assert subprocess.run([sys.executable, "-m", "sft_sweep.export", f"run_dir={run_dir}"], capture_output=True,
+                          timeout=600).returncode == 0
+    out = tmp_path / "lm_eval"
+    proc = subprocess.run(
+        ["lm_eval", "--model", "hf", "--model_args", f"pretrained={run_dir / 'merged'}", "--tasks",
+         bench.LOCAL_TASK, "--include_path", str(bench.local_tasks_dir()), "--apply_chat_template", "--device",
+         "cpu", "--batch_size", "32", "--log_samples", "--output_path", str(out)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [results] = out.rglob("results_*.json")
+    theirs = json.loads(results.read_text())["results"][bench.LOCAL_TASK]["exact_match,none"]
+    [logged] = out.rglob(f"samples_{bench.LOCAL_TASK}_*.jsonl")
+    their_answers = {s["doc_id"]: s["filtered_resps"][0] for s in map(json.loads, logged.read_text().splitlines())}
+    assert their_answers == ours  # every answer the same, so the same score
+    assert theirs == after
