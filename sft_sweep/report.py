@@ -236,8 +236,9 @@ def sweep_data(sweep: SweepDir, importances: bool = True) -> dict:
 
 
 def importance(scored: list[dict], minimize: bool) -> dict:
-    """Optuna's parameter importances (fANOVA) over the scored trials; {} with fewer than 3."""
-    if len(scored) < 3:
+    """Optuna's parameter importances (fANOVA) over the scored trials; {} with fewer than 3, or when they all scored
+    the same (nothing to explain: fANOVA would divide by a zero variance)."""
+    if len(scored) < 3 or len({t["score"] for t in scored}) < 2:
         return {}
     import optuna
 

@@ -92,3 +92,16 @@ def test_report_cli_names_a_dir_that_is_neither_run_nor_sweep(tmp_path, capsys):
     assert report_main([f"dir={tmp_path}"]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path} is neither a run dir (no run_manifest.json) "
                                                f"nor a sweep dir (no sweep.yaml)")
+
+
+def test_parameter_importances_need_scores_that_differ():
+    """Trials that all scored the same (a benchmark every trial fails) leave nothing to explain: no importances,
+    and the sweep page is still written (fANOVA would divide by the scores' zero variance)."""
+    from sft_sweep.report import importance
+
+    trials = [{"params": {"optim.learning_rate": lr, "lora.r": r}, "score": 0.0}
+              for lr, r in ((1e-4, 8), (3e-4, 16), (1e-3, 32))]
+    assert importance(trials, minimize=False) == {}
+    trials[0]["score"] = 0.5
+    found = importance(trials, minimize=False)
+    assert set(found) == {"optim.learning_rate", "lora.r"} and sum(found.values()) == pytest.approx(1)
