@@ -1,7 +1,8 @@
 """The Ray Tune ASHA sweeper on a real two-node Ray cluster started on this machine (`ray start --head` plus a
-second `ray start --address=...`): trials land on both nodes, weak ones stop early, two run at once, and a
-sweep whose driver is killed resumes when the same command runs again."""
+second `ray start --address=...`): trials land on both nodes, weak ones stop early, and a sweep whose driver is
+killed resumes when the same command runs again."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -24,18 +25,27 @@ PORT = "6391"
 @pytest.fixture
 def ray_cluster(tmp_path):
     """Two Ray nodes of one CPU each, joined over loopback; Ray 2.60 heads expect token authentication
-    (RAY_AUTH_MODE=token), with a token every node and the driver share."""
+    (RAY_AUTH_MODE=token), with a token every node and the driver share. Each `ray start` leads a process group of
+    its own, and the cluster ends by killing those two groups: `ray stop` would stop every Ray on the machine,
+    those of tests running beside this one too."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "HF_HUB_OFFLINE": "1"}
-    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    subprocess.run(["ray", "start", "--head", f"--port={PORT}", "--include-dashboard=false", *common], env=env,
-                   check=True, capture_output=True)
+    groups = []
+
+    def start(*args):
+        proc = subprocess.Popen(["ray", "start", *args, *common], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        groups.append(proc.pid)  # the daemons it starts stay in its process group
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+
     try:
-        subprocess.run(["ray", "start", f"--address=127.0.0.1:{PORT}", *common], env=env, check=True,
-                       capture_output=True)
+        start("--head", f"--port={PORT}", "--include-dashboard=false")
+        start(f"--address=127.0.0.1:{PORT}")
         yield env
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
 
 GOOD = [{"optim.learning_rate": 0.0005, "lora.r": 16}, {"optim.learning_rate": 0.001, "lora.r": 8}]
@@ -45,11 +55,12 @@ WEAK = [{"optim.learning_rate": 1e-7, "lora.r": r} for r in (8, 32)]  # the mode
 def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driver_is_killed(ray_cluster, tmp_path):
     """Two sound trials start first (one on each node), then two that barely train. The driver is killed once a
     trial has ended, so the weak ones meet the first rung only in the resumed sweep: each must stop there, which
-    holds only if the resumed ASHA has the rung records of the trials before the kill."""
+    holds only if the resumed ASHA has the rung records of the trials before the kill. (The driver joins this
+    cluster by its address: `auto` joins the Ray started last on the machine, which may be another test's.)"""
     sweep = tmp_path / "asha"
     command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=4",
                "trainer.max_steps=8", "trainer.eval_steps=2", "hydra.sweeper.scheduler.grace_period=2",
-               "hydra.sweeper.scheduler.reduction_factor=2", "hydra.sweeper.ray_init.address=auto",
+               "hydra.sweeper.scheduler.reduction_factor=2", f"hydra.sweeper.ray_init.address=127.0.0.1:{PORT}",
                "trainer.packing=false", "trainer.per_device_train_batch_size=8", "optim.warmup_steps=0",
                "data.val_ratio=0", "data.min_val_size=16", "eval.enabled=false", as_enqueue(GOOD + WEAK),
                f"hydra.sweep.dir={sweep}"]
@@ -83,7 +94,7 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
         reports = len((sweep / str(r["trial"]) / "tune_progress.jsonl").read_text().splitlines())
         assert f"ASHA's rungs: trial {r['trial']}'s {reports} reports from before the resume" in resumed.stdout
     assert len({r["node"] for r in rows}) == 2  # trials ran on both nodes of the cluster
-    spans, ended_in_report = [], 0
+    ended_in_report = 0
     for r in rows:
         progress = [json.loads(line) for line in (sweep / str(r["trial"]) / "tune_progress.jsonl").read_text()
                     .splitlines()]
@@ -101,11 +112,9 @@ def test_asha_on_a_two_node_cluster_stops_weak_trials_and_resumes_after_the_driv
                 assert "Traceback" not in log
         config = yaml.safe_load((sweep / str(r["trial"]) / ".hydra" / "config.yaml").read_text())
         assert config["lora"]["r"] == r["params"]["lora.r"]  # each trial ran its own sampled config
-        times = [p["time"] for p in progress]
-        spans.append((min(times), max(times)))
     assert ended_in_report > 0  # ASHA ends a stopped trial inside its report, which records it stopped
-    # one CPU on each node, one CPU per trial: two trials ran at the same time
-    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for (b0, b1) in spans[i + 1:])
+    # (That two trials ran at once, one per node, is not asserted from their report times: on a loaded machine a
+    # node's worker can take longer to start than a sound trial takes to train, and the test would fail by load.)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     scored = [r for r in rows if r["status"] in ("completed", "stopped")]
     best = min(scored, key=lambda r: r["best"])
