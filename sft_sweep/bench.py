@@ -143,6 +143,16 @@ def scores_of(sample: dict) -> list[str]:
     return [k for k in sample.get("metrics", []) if k not in skip and k in sample]
 
 
+def table(records: dict) -> list[list]:
+    """benchmarks.json as rows [task, metric, before, after, stderr after] (the report's table, W&B's)."""
+    after, before = records["after"]["results"], (records.get("before") or {}).get("results") or {}
+    return [[task, metric, (before.get(task) or {}).get(metric, {}).get("value"), score["value"], score["stderr"]]
+            for task, scores in after.items() for metric, score in scores.items()]
+
+
+TABLE_COLUMNS = ["task", "metric", "before", "after", "stderr"]
+
+
 def metrics(benchmarks: dict) -> dict:
     """{bench_<task>_<metric>: value} of run()'s results."""
     return {names.bench(task, metric): score["value"] for task, scores in benchmarks["results"].items()

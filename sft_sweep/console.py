@@ -93,6 +93,8 @@ def summary(metrics: dict, commands: dict, optimized: list[str]) -> str:
         *((f"  {kind}", f"{num(by_kind_before.get(kind), '.2f')} -> {num(value, '.2f')}")
           for kind, value in by_kind.items()),
         ("JSON validity before -> after", before_after(names.JSON_VALIDITY)),
+        *((f"{name} before -> after", before_after(name, ".4f")) for name in metrics
+          if name.startswith(names.BENCH_PREFIX)),
     ]
     if metrics.get(names.COLLAPSED_ANSWERS):
         rows.append(("COLLAPSED ANSWERS", f"{metrics[names.DISTINCT_ANSWERS]} distinct answers to "

@@ -153,6 +153,7 @@ class Evaluation:
         self.before_scores, self.before_probes, self.samples, self.probes = {}, None, None, None
         self.general_data = None  # the general chat file, tokenized once for both measurements
         self.before_benchmarks = None
+        self.benchmark_records = None  # benchmarks.json's contents, once written
 
     def benchmarks(self) -> dict | None:
         """lm-eval's tasks (eval.benchmarks) on the model as it is now, or None without any."""
@@ -213,7 +214,8 @@ class Evaluation:
             before = self.before_benchmarks or {}
             write_samples(run_dir.benchmark_samples, [{"when": "before", **s} for s in before.pop("samples", [])]
                           + [{"when": "after", **s} for s in benchmarks.pop("samples")])
-            write_json(run_dir.benchmarks, {"after": benchmarks, "before": before or None})
+            self.benchmark_records = {"after": benchmarks, "before": before or None}
+            write_json(run_dir.benchmarks, self.benchmark_records)
             scores.update(bench.metrics(benchmarks))
             for name, value in bench.metrics(benchmarks).items():
                 before = self.before_scores.get(names.before(name))

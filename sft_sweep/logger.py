@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sft_sweep import dist
+from sft_sweep import bench, dist
 from sft_sweep import metric_names as names
 from sft_sweep.environment import in_sweep
 from sft_sweep.run_dir import RunDir
@@ -105,6 +105,9 @@ def record(run, metrics: dict, evaluation=None) -> None:
         run.log({"eval/samples": wandb.Table(columns=columns, data=[[s.get(c) for c in columns]
                                                                    for s in evaluation.samples]),
                  "eval/probes": wandb.Table(columns=["probe", "before", "after"], data=evaluation.probe_table())})
+    if evaluation is not None and evaluation.benchmark_records is not None:
+        run.log({"eval/benchmarks": wandb.Table(columns=bench.TABLE_COLUMNS,
+                                                data=bench.table(evaluation.benchmark_records))})
 
 
 class SweepSummary(Callback):

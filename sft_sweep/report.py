@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from sft_sweep import bench, plots
 from sft_sweep import metric_names as names
-from sft_sweep import plots
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import FORGETTING_CAVEAT
 from sft_sweep.errors import UserError, one_line_errors
@@ -91,7 +91,8 @@ def run_data(run: RunDir) -> dict:
             "tokens_per_s": series(history, "tokens_per_s"),
             "grad_norm_threshold": (config.get("monitor") or {}).get("grad_norm_threshold"),
             "events": read_jsonl(run.monitor_events), "metrics": metrics, "probes": metrics.get(names.PROBES) or [],
-            "samples": scored_samples(run), "commands": run.commands()}
+            "samples": scored_samples(run), "commands": run.commands(),
+            "benchmarks": bench.table(read_json(run.benchmarks)) if run.benchmarks.is_file() else []}
 
 
 def run_report(run: RunDir) -> Path:
@@ -136,6 +137,9 @@ def run_report(run: RunDir) -> Path:
             table(["probe", "before training", "after training"], [[p["probe"], p["before"], p["after"]]
                                                                     for p in d["probes"]]),
             "<h2>evaluation</h2>", kv_table([(k, num(v)) for k, v in sorted(scalars.items())]),
+            *(["<h2>benchmarks (lm-evaluation-harness)</h2>",
+               table(bench.TABLE_COLUMNS, [[task, metric, num(b), num(a), num(e)] for task, metric, b, a, e
+                                           in d["benchmarks"]])] if d["benchmarks"] else []),
             "<h2>sample of scored answers</h2>",
             table(["kind", "prompt", "reference", "answer", "exact match", "JSON", "usable answer"],
                   [[s["kind"], s["prompt"], s["reference"], s["prediction"], mark(s[names.EXACT]),

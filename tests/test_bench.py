@@ -11,7 +11,7 @@ import pytest
 
 from sft_sweep import bench
 from sft_sweep.errors import UserError
-from tests.helpers import TINY, read, run_cli
+from tests.helpers import TINY, embedded, read, run_cli
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'sft-sweep[bench]')")
 pytestmark = pytest.mark.slow  # lm-eval indexes its task files (~20 s) in each process that uses it
@@ -40,6 +40,11 @@ def test_the_runs_scores_are_lm_evals_own_on_the_export(tmp_path):
     ours = {s["doc_id"]: s["response"] for s in samples if s["when"] == "after"}
     assert len(ours) == bench.LOCAL_ROWS and len(samples) == 2 * bench.LOCAL_ROWS
     assert after == pytest.approx(sum(s["exact_match"] for s in samples if s["when"] == "after") / bench.LOCAL_ROWS)
+    # beside the other results: the run report's table and the W&B table (bench.table), before and after
+    before = metrics["before_bench_sft_sweep_arith_exact_match"]
+    assert embedded(run_dir / "report.html")["benchmarks"] == [["sft_sweep_arith", "exact_match", before, after,
+                                                                  scores["after"]["results"]["sft_sweep_arith"][
+                                                                      "exact_match"]["stderr"]]]
 
     assert subprocess.run([sys.executable, "-m", "sft_sweep.export", f"run_dir={run_dir}"], capture_output=True,
                           timeout=600).returncode == 0
