@@ -76,13 +76,8 @@ class NSGAIISamplerConf:  # multi-objective
 
 
 @dataclass
-class NSGAIIISamplerConf:  # many-objective
+class NSGAIIISamplerConf(NSGAIISamplerConf):  # many-objective; the same arguments
     _target_: str = "optuna.samplers.NSGAIIISampler"
-    seed: Optional[int] = None
-    population_size: int = 50
-    mutation_prob: Optional[float] = None
-    crossover_prob: float = 0.9
-    swapping_prob: float = 0.5
 
 
 @dataclass
