@@ -16,7 +16,6 @@ import difflib
 import functools
 import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from sft_sweep.config import asset_path
 from sft_sweep.console import verbose
 from sft_sweep.errors import UserError
 
-log = logging.getLogger("sft_sweep")
 LOCAL_TASK = "sft_sweep_arith"
 LOCAL_ROWS = 40
 
@@ -95,7 +93,8 @@ def check(tasks: list[str], cache_dir: str | None = None) -> None:
 def run(model, tokenizer, cfg: dict, template_kwargs: dict, cache_dir: str | None = None) -> dict:
     """lm-eval's simple_evaluate on `model` (in this process): the chat template with `template_kwargs`, greedy,
     eval.benchmarks_limit documents per task, eval.benchmarks_args passed on. Returns {"results": {task: {metric:
-    {"value", "stderr"}}}, "lm_eval": version, "configs": {task: sha256 of its config}}."""
+    {"value", "stderr"}}}, "lm_eval": version, "configs": {task: sha256 of its config}, "samples": [each document's
+    answer and scores]}."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -137,10 +136,8 @@ def run(model, tokenizer, cfg: dict, template_kwargs: dict, cache_dir: str | Non
 
 
 def scores_of(sample: dict) -> list[str]:
-    """The metric keys lm-eval put on one logged sample (exact_match, acc, ...)."""
-    skip = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics", "doc_hash",
-            "prompt_hash", "target_hash"}
-    return [k for k in sample.get("metrics", []) if k not in skip and k in sample]
+    """The metric keys lm-eval put on one logged sample (exact_match, acc, ...): it lists them under "metrics"."""
+    return [k for k in sample.get("metrics", []) if k in sample]
 
 
 def table(records: dict) -> list[list]:

@@ -148,8 +148,9 @@ def write_samples(path, samples: list[dict]) -> None:
 class Evaluation:
     """The `eval` group at the end of a run (and before it, for the before/after comparison)."""
 
-    def __init__(self, cfg: dict, trainer, validation_rows: list[dict]):
+    def __init__(self, cfg: dict, trainer, validation_rows: list[dict], cache_dir: str | None = None):
         self.cfg, self.trainer, self.rows = cfg, trainer, validation_rows
+        self.cache_dir = cache_dir  # the data cache, where the local benchmark task lives (bench.local_tasks_dir)
         self.before_scores, self.before_probes, self.samples, self.probes = {}, None, None, None
         self.general_data = None  # the general chat file, tokenized once for both measurements
         self.before_benchmarks = None
@@ -161,7 +162,7 @@ class Evaluation:
             return None
         tokenizer = self.trainer.processing_class
         return bench.run(self.trainer.model, tokenizer, self.cfg,
-                         trained.settings(self.cfg, tokenizer.chat_template or ""))
+                         trained.settings(self.cfg, tokenizer.chat_template or ""), self.cache_dir)
 
     def general(self) -> dict:
         """{GENERAL_PERPLEXITY: ...}, or {} without eval.general_path."""
@@ -183,9 +184,9 @@ class Evaluation:
             model, tok = self.trainer.model, self.trainer.processing_class
             scores.update(answer_eval(model, tok, self.rows, self.cfg)[0])
             self.before_probes = probe_answers(model, tok, self.cfg)
-        if self.cfg.get("benchmarks_before"):
-            self.before_benchmarks = self.benchmarks()
-            scores.update(bench.metrics(self.before_benchmarks))
+        if self.cfg.get("benchmarks_before") and (found := self.benchmarks()) is not None:
+            self.before_benchmarks = found
+            scores.update(bench.metrics(found))
         self.before_scores = {names.before(k): v for k, v in scores.items()}
 
     def after(self, run_dir: RunDir) -> dict:
@@ -210,16 +211,13 @@ class Evaluation:
             log.info("forgetting check: general-chat perplexity %.3f -> %.3f (delta %+.3f)", before, after,
                      after - before)
         benchmarks = self.benchmarks()
-        if benchmarks is not None:
-            before = self.before_benchmarks or {}
-            write_samples(run_dir.benchmark_samples, [{"when": "before", **s} for s in before.pop("samples", [])]
+        if benchmarks is not None:  # (the console summary shows each score before -> after)
+            earlier = self.before_benchmarks or {}
+            write_samples(run_dir.benchmark_samples, [{"when": "before", **s} for s in earlier.pop("samples", [])]
                           + [{"when": "after", **s} for s in benchmarks.pop("samples")])
-            self.benchmark_records = {"after": benchmarks, "before": before or None}
+            self.benchmark_records = {"after": benchmarks, "before": earlier or None}
             write_json(run_dir.benchmarks, self.benchmark_records)
             scores.update(bench.metrics(benchmarks))
-            for name, value in bench.metrics(benchmarks).items():
-                before = self.before_scores.get(names.before(name))
-                log.info("benchmark %s: %s%.4f", name, "" if before is None else f"{before:.4f} -> ", value)
         return {names.PERPLEXITY: perplexity(model, self.trainer.eval_dataset, self.trainer.data_collator,
                                              self.cfg["batch_size"]),
                 **general, **scores, **self.before_scores,

@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> float:
                 checkpoint = resume_point(run_dir, c["trainer"]["resume_from_checkpoint"],
                                           None if in_sweep() else pasteable_command(), data.fingerprint)
                 evaluation = Evaluation({**c["eval"], "enabled": c["eval"]["enabled"] and dist.is_main_process()},
-                                        trainer, data.validation_rows)
+                                        trainer, data.validation_rows, c["data"]["cache_dir"])
                 stop.phase = "the evaluation before training"
                 evaluation.before()  # the base model's answers and probes, for the before/after comparison
                 # --- train -------------------------------------------------------------------------

@@ -178,3 +178,16 @@ def test_perplexity_on_a_real_vocabulary_stays_in_bounded_memory():
     value, before, peak = proc.stdout.split()[-3:]
     assert 1e4 < float(value) < 1e7  # a random model's perplexity: about the vocabulary's size
     assert int(peak) - int(before) < 1.5 * 2**30, (int(peak) - int(before)) / 2**30
+
+
+def test_benchmarks_before_without_benchmarks_runs_none():
+    """eval.benchmarks_before=true with no eval.benchmarks: nothing to run before training, and no error."""
+    from types import SimpleNamespace
+
+    from sft_sweep.evaluation import Evaluation
+
+    cfg = {"enabled": True, "general_path": None, "before_training": False, "benchmarks": [],
+           "benchmarks_before": True}
+    evaluation = Evaluation(cfg, SimpleNamespace(eval_dataset=[0]), [])
+    evaluation.before()
+    assert evaluation.before_scores == {} and evaluation.before_benchmarks is None
