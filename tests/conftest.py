@@ -13,8 +13,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: a core per worker (t
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Fixtures that train a model or start a cluster once for the tests that read it. `--dist loadgroup`
+# (pyproject.toml) sends every test of one group to one xdist worker, so each is made once, not once per worker.
+SHARED = ("tiny_run", "lora_run", "spiky_run", "reference", "cluster", "pruned_sweep")
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in SHARED:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
@@ -62,8 +71,7 @@ def sample_rows():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished run of the tiny model (30 steps, its 16 validation rows answered): evaluated, exported, served
-    and chatted with by tests/test_evaluation.py, test_export.py and test_serve.py (each xdist worker trains its
-    own)."""
+    and chatted with by tests/test_evaluation.py, test_export.py and test_serve.py (on one xdist worker: SHARED)."""
     from tests.helpers import TINY, run_cli
 
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"

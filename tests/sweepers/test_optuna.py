@@ -32,9 +32,11 @@ def study(sweep_dir, storage="sqlite"):
     return optuna.load_study(study_name="sft_sweep_optuna", storage=url)
 
 
-def test_an_absurd_learning_rate_is_pruned_at_the_first_rung(tmp_path):
-    sweep = tmp_path / "sweep"
-    # Three trials in a fixed order: two sound learning rates, then one that cannot learn in 12 steps.
+@pytest.fixture(scope="module")
+def pruned_sweep(tmp_path_factory):
+    """Three trials in a fixed order under the median pruner: two sound learning rates, then one that cannot learn
+    in 12 steps."""
+    sweep = tmp_path_factory.mktemp("pruned") / "sweep"
     assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.params=null", f"hydra.sweep.dir={sweep}",
                    "optim.learning_rate=choice(0.005,0.003,0.0000001)", "hydra.sweeper.n_trials=3",
                    "+hydra.sweeper.enqueue=[{optim.learning_rate: 0.005}, {optim.learning_rate: 0.003}, "
@@ -42,30 +44,43 @@ def test_an_absurd_learning_rate_is_pruned_at_the_first_rung(tmp_path):
                    "hydra.sweeper.pruner.n_startup_trials=2", *FAST, "trainer.max_steps=12",
                    "trainer.eval_steps=4", "eval.enabled=true", "eval.max_samples=2", "eval.probes=[]",
                    "eval.general_path=null") == 0
-    rows = trials(sweep)
+    return sweep
+
+
+def test_an_absurd_learning_rate_is_pruned_at_the_first_rung(pruned_sweep):
+    rows = trials(pruned_sweep)
     assert [(r["trial"], r["params"]["optim.learning_rate"], r["status"]) for r in rows] == [
         (0, 0.005, "completed"), (1, 0.003, "completed"), (2, 1e-7, "pruned")]
     assert rows[2]["pruned_at_step"] == 4 and rows[2]["steps"] == 4  # stopped at the first report, not at 12
-    metrics = json.loads((sweep / "2" / "metrics.json").read_text())
-    assert metrics["global_step"] == 4 and "eval_json_validity" not in metrics  # no answer-level evaluation
-    assert "eval_json_validity" in json.loads((sweep / "0" / "metrics.json").read_text())  # as completed ones get
-    assert json.loads((sweep / "2" / "run_manifest.json").read_text())["status"] == "pruned"
-    curve = [h["eval_loss"] for h in json.loads((sweep / "2" / "log_history.json").read_text()) if "eval_loss" in h]
-    pruned = study(sweep).trials[2]
+    curve = [h["eval_loss"] for h in json.loads((pruned_sweep / "2" / "log_history.json").read_text())
+             if "eval_loss" in h]
+    pruned = study(pruned_sweep).trials[2]
     assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.intermediate_values == {4: curve[-1]}
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+
+
+def test_a_pruned_trial_keeps_its_records_and_skips_the_answer_level_evaluation(pruned_sweep):
+    metrics = json.loads((pruned_sweep / "2" / "metrics.json").read_text())
+    assert metrics["global_step"] == 4 and "eval_json_validity" not in metrics  # no answer-level evaluation
+    assert "eval_json_validity" in json.loads((pruned_sweep / "0" / "metrics.json").read_text())  # completed ones do
+    assert json.loads((pruned_sweep / "2" / "run_manifest.json").read_text())["status"] == "pruned"
+    results = yaml.safe_load((pruned_sweep / "optimization_results.yaml").read_text())
     assert results["trials"] == {"completed": 2, "pruned": 1}
     assert "hparams_search=optuna" not in results["best_overrides"]
-    # the sweep report: statuses, the pruned curve cut at its rung, the best value, links to the trials' reports
-    report = embedded(sweep / "report.html")
+
+
+def test_the_sweep_report_cuts_the_pruned_curve_at_its_rung_and_links_every_trial(pruned_sweep, tmp_path):
+    report = embedded(pruned_sweep / "report.html")
+    curve = [h["eval_loss"] for h in json.loads((pruned_sweep / "2" / "log_history.json").read_text())
+             if "eval_loss" in h]
     assert [(t["trial"], t["status"]) for t in report["trials"]] == [(0, "completed"), (1, "completed"), (2, "pruned")]
     assert [[step for step, _ in t["curve"]] for t in report["trials"]] == [[4, 8, 12], [4, 8, 12], [4]]
     assert report["trials"][2]["curve"] == [[4, curve[-1]]]
+    results = yaml.safe_load((pruned_sweep / "optimization_results.yaml").read_text())
     assert report["best_trial"] == results["best_trial"]
     assert report["best_value"] == pytest.approx(results["best_value"])
-    assert all((sweep / t["report"]).is_file() for t in report["trials"])
+    assert all((pruned_sweep / t["report"]).is_file() for t in report["trials"])
     assert report["importance"] == {}  # two completed trials: too few to say
-    dom = render_in_chromium(sweep / "report.html", tmp_path / "sweep.png")
+    dom = render_in_chromium(pruned_sweep / "report.html", tmp_path / "sweep.png")
     assert 'data-ready="1"' in dom and dom.count('<tr class="best">') == 1
 
 
