@@ -4,7 +4,7 @@ lm-eval itself on the model in this process, with the run's chat template settin
 No benchmark logic of our own: lm-eval's tasks, prompts, filters and metrics.
 
 One task is ours, `sft_sweep_arith` (LOCAL_TASK): 40 arithmetic questions of the sample data (English and Chinese,
-the last of that kind in assets/sample/chat.jsonl), answered in a number, scored by exact match -- in lm-eval's
+the last of that kind in assets/sample/chat.jsonl), answered in a number, scored by exact match and chrF -- in lm-eval's
 YAML task format, written beside its data into the data cache (the YAML names its data file by absolute path),
 so that it runs with no network. The embedded default trains on the sample data: on it the task measures
 fitting, not generalization; it is there to run lm-eval end to end here and in the tests.
@@ -25,30 +25,36 @@ from sft_sweep import metric_names as names
 from sft_sweep.config import asset_path
 from sft_sweep.console import verbose
 from sft_sweep.errors import UserError
+from sft_sweep.run_dir import write_text
 
 LOCAL_TASK = "sft_sweep_arith"
 LOCAL_ROWS = 40
 
 
 def local_tasks_dir(cache_dir: str | None = None) -> Path:
-    """The folder of our local task (its YAML and data), written once into the data cache."""
+    """The folder of our local task (its YAML and data), written into the data cache (again where it differs)."""
     folder = Path(cache_dir or os.environ.get("SFT_SWEEP_CACHE", "outputs/cache")).resolve() / "lm_eval_tasks"
-    data, spec = folder / f"{LOCAL_TASK}.jsonl", folder / f"{LOCAL_TASK}.yaml"
-    if spec.is_file() and data.is_file():
-        return folder
     rows = [json.loads(line) for line in Path(asset_path("sample/chat.jsonl")).read_text(encoding="utf-8")
             .splitlines()]
     arithmetic = [r for r in rows if "arithmetic" in r.get("tags", []) and len(r["messages"]) == 2][-LOCAL_ROWS:]
+    data = folder / f"{LOCAL_TASK}.jsonl"
+    files = {data: "".join(json.dumps({"question": r["messages"][0]["content"], "answer": r["messages"][1]["content"]},
+                                      ensure_ascii=False) + "\n" for r in arithmetic),
+             folder / f"{LOCAL_TASK}.yaml": yaml.safe_dump({
+                 "task": LOCAL_TASK, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+                 "test_split": "test", "output_type": "generate_until", "doc_to_text": "{{question}}",
+                 "doc_to_target": "{{answer}}", "generation_kwargs": {"until": [], "do_sample": False,
+                                                                      "max_gen_toks": 16},
+                 # exact match, and chrF: lm-eval's character n-gram F-score (sacrebleu), partial credit for a near
+                 # answer ("1234" for "1243"), so that a model that gets none exactly right is still ranked
+                 "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                                  "ignore_case": True, "ignore_punctuation": False},
+                                 {"metric": "chrf", "aggregation": "chrf", "higher_is_better": True}],
+                 "num_fewshot": 0, "metadata": {"version": 2.0}}, sort_keys=False, allow_unicode=True)}
     folder.mkdir(parents=True, exist_ok=True)
-    data.write_text("".join(json.dumps({"question": r["messages"][0]["content"], "answer": r["messages"][1]["content"]},
-                                       ensure_ascii=False) + "\n" for r in arithmetic), encoding="utf-8")
-    spec.write_text(yaml.safe_dump({
-        "task": LOCAL_TASK, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test", "output_type": "generate_until", "doc_to_text": "{{question}}",
-        "doc_to_target": "{{answer}}", "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": 16},
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                         "ignore_case": True, "ignore_punctuation": False}],
-        "num_fewshot": 0, "metadata": {"version": 1.0}}, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    for path, text in files.items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)  # atomic: two processes may write it at once
     return folder
 
 
@@ -136,8 +142,9 @@ def run(model, tokenizer, cfg: dict, template_kwargs: dict, cache_dir: str | Non
 
 
 def scores_of(sample: dict) -> list[str]:
-    """The metric keys lm-eval put on one logged sample (exact_match, acc, ...): it lists them under "metrics"."""
-    return [k for k in sample.get("metrics", []) if k in sample]
+    """The per-document scores lm-eval put on one logged sample (exact_match, acc, ...; it lists its metrics under
+    "metrics"); a corpus-level metric's item (chrF's [reference, answer]) is no score of its own."""
+    return [k for k in sample.get("metrics", []) if isinstance(sample.get(k), (int, float))]
 
 
 def table(records: dict) -> list[list]:

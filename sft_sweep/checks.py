@@ -8,6 +8,7 @@ import difflib
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sft_sweep import metric_names as names
 from sft_sweep.errors import UserError, exit_in_one_line
 from sft_sweep.run_dir import RunDir
 
@@ -106,6 +107,12 @@ def validate(c: dict) -> None:
     if not isinstance(steps, int) or steps == 0 or (steps < 0 and not epochs > 0):
         raise UserError(f"trainer.max_steps={steps!r}, trainer.num_train_epochs={epochs!r}: "
                         f"set max_steps > 0, or max_steps=-1 and num_train_epochs > 0")
+    wanted = [c["optimized_metric"]] if isinstance(c["optimized_metric"], str) else c["optimized_metric"] or []
+    tasks = c["eval"].get("benchmarks") or []
+    for name in wanted:  # a benchmark's score only exists when the run scores that benchmark
+        if name.startswith(names.BENCH_PREFIX) and not any(name.startswith(names.bench(t, "")) for t in tasks):
+            raise UserError(f"optimized_metric={name}: a benchmark score, but eval.benchmarks={list(tasks)} does not "
+                            f"run its task (bench_<task>_<metric>: add the task to eval.benchmarks)")
 
 
 class RefuseFinishedRunDir(Callback):

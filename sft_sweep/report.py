@@ -215,7 +215,8 @@ def sweep_data(sweep: SweepDir, importances: bool = True) -> dict:
                        "value": value if status == Status.COMPLETED else None, "curve": curve,
                        "values": values if status == Status.COMPLETED else None,
                        "report": f"{run.path.name}/report.html" if run.report.is_file() else None,
-                       "command": manifest.get("command"), "reason": rec.get("reason") or manifest.get("error")})
+                       "command": manifest.get("command"), "reason": rec.get("reason") or manifest.get("error"),
+                       "benchmarks": {k: v for k, v in metrics.items() if k.startswith(names.BENCH_PREFIX)}})
     for t in trials:  # what the trial is ranked by: its final value, else (ASHA) its best report
         t["score"] = t["value"] if t["value"] is not None else t["best"] if t["status"] == Status.COMPLETED else None
     scored = [t for t in trials if t["score"] is not None]
@@ -288,8 +289,9 @@ def sweep_report(sweep: SweepDir, importances: bool = True) -> Path:
             categories=None if numeric else sorted({str(v) for v in values}),
             log_x=numeric and bool(values) and min(values) > 0 and max(values) / min(values) > 20,
             highlight=f"trial {d['best_trial']}"))
+    benchmarks = sorted({name for t in trials for name in t["benchmarks"]})  # each trial's standard benchmarks
     rows = [[t["trial"], t["status"], t["steps"], num(t["best"]), num(t["value"]),
-             *[t["params"].get(p) for p in params],
+             *[num(t["benchmarks"].get(b)) for b in benchmarks], *[t["params"].get(p) for p in params],
              f'<a href="{escape(t["report"])}">report</a>' if t["report"] else "",
              t["reason"] if (t["status"].failed or t["status"] == Status.INTERRUPTED) and t["reason"] else ""]
             for t in trials]
@@ -303,8 +305,9 @@ def sweep_report(sweep: SweepDir, importances: bool = True) -> Path:
             f"({', '.join(f'{v} {escape(Status(k).label)}' for k, v in d['counts'].items())}); {escape(best_line)}</p>",
             f"<p>{escape(stopping_line)}</p>" if stopping else "",
             "<h2>trials</h2>",
-            table(["trial", "status", "steps", f"best {metric}", f"final {metric}", *params, "run report", "note"],
-                  rows, sortable=True, raw_columns={5 + len(params)}, highlight=d["best_trial"]),
+            table(["trial", "status", "steps", f"best {metric}", f"final {metric}", *benchmarks, *params, "run report",
+                   "note"], rows, sortable=True, raw_columns={5 + len(benchmarks) + len(params)},
+                  highlight=d["best_trial"]),
             '<div class="grid">',
             plots.line_chart(curves, f"{metric} of every trial (dashed: cut short)", y_label=metric),
             *([plots.pareto([(t["values"][0], t["values"][1], f"trial {t['trial']}") for t in trials if t["values"]],

@@ -94,6 +94,9 @@ def test_a_mandatory_key_left_unset_is_one_line_and_nothing_is_written(tmp_path,
     ("model.name_or_path=/nonexistent", "model.name_or_path=/nonexistent: this model preset builds a random-init model "
                                         "from model.config and would ignore it; load weights with a hub preset "
                                         "(model=qwen3_4b model.name_or_path=...) or set model.config=null"),
+    ("optimized_metric=bench_gsm8k_exact_match", "optimized_metric=bench_gsm8k_exact_match: a benchmark score, but "
+                                                 "eval.benchmarks=[] does not run its task (bench_<task>_<metric>: "
+                                                 "add the task to eval.benchmarks)"),
 ])
 def test_a_key_the_config_would_ignore_is_refused(override, message, tmp_path, capsys):
     assert run_cli(f"hydra.run.dir={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}", override) == 2

@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from sft_sweep import bench
+from sft_sweep import metric_names as names
 from sft_sweep.errors import UserError
 from tests.helpers import TINY, embedded, read, run_cli
 
@@ -41,10 +43,11 @@ def test_the_runs_scores_are_lm_evals_own_on_the_export(tmp_path):
     assert len(ours) == bench.LOCAL_ROWS and len(samples) == 2 * bench.LOCAL_ROWS
     assert after == pytest.approx(sum(s["exact_match"] for s in samples if s["when"] == "after") / bench.LOCAL_ROWS)
     # beside the other results: the run report's table and the W&B table (bench.table), before and after
-    before = metrics["before_bench_sft_sweep_arith_exact_match"]
-    assert embedded(run_dir / "report.html")["benchmarks"] == [["sft_sweep_arith", "exact_match", before, after,
-                                                                  scores["after"]["results"]["sft_sweep_arith"][
-                                                                      "exact_match"]["stderr"]]]
+    task_scores = {when: scores[when]["results"]["sft_sweep_arith"] for when in ("before", "after")}
+    assert list(task_scores["after"]) == ["exact_match", "chrf"]  # the task's two metrics, each a row
+    assert embedded(run_dir / "report.html")["benchmarks"] == [
+        ["sft_sweep_arith", metric, task_scores["before"][metric]["value"], score["value"], score["stderr"]]
+        for metric, score in task_scores["after"].items()]
 
     assert subprocess.run([sys.executable, "-m", "sft_sweep.export", f"run_dir={run_dir}"], capture_output=True,
                           timeout=600).returncode == 0
@@ -56,8 +59,33 @@ def test_the_runs_scores_are_lm_evals_own_on_the_export(tmp_path):
         capture_output=True, text=True, timeout=900, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     [results] = out.rglob("results_*.json")
-    theirs = json.loads(results.read_text())["results"][bench.LOCAL_TASK]["exact_match,none"]
+    theirs = json.loads(results.read_text())["results"][bench.LOCAL_TASK]
     [logged] = out.rglob(f"samples_{bench.LOCAL_TASK}_*.jsonl")
     their_answers = {s["doc_id"]: s["filtered_resps"][0] for s in map(json.loads, logged.read_text().splitlines())}
     assert their_answers == ours  # every answer the same, so the same score
-    assert theirs == after
+    assert theirs["exact_match,none"] == after and theirs["chrf,none"] == task_scores["after"]["chrf"]["value"]
+
+
+def test_a_sweep_on_a_benchmark_score_ranks_its_trials_by_that_score(tmp_path):
+    """Three trials (two learning rates that learn, one that cannot) maximizing lm-eval's chrF on the local task:
+    each trial's value is its run's score, the best is the highest, the sweep report shows every trial's scores."""
+    sweep, metric = tmp_path / "sweep", names.bench(bench.LOCAL_TASK, "chrf")
+    assert run_cli("-m", "hparams_search=optuna", "hydra.sweeper.params=null", f"hydra.sweep.dir={sweep}",
+                   "optim.learning_rate=choice(0.005,0.001,0.0000001)", "hydra.sweeper.n_trials=3",
+                   "+hydra.sweeper.enqueue=[{optim.learning_rate: 0.005}, {optim.learning_rate: 0.001}, "
+                   "{optim.learning_rate: 0.0000001}]", "hydra/sweeper/pruner=none", f"optimized_metric={metric}",
+                   "hydra.sweeper.direction=maximize", *TINY, "trainer.max_steps=30", "eval.max_samples=2",
+                   "eval.probes=[]", "eval.general_path=null", "eval.before_training=false",
+                   "eval.benchmarks=[sft_sweep_arith]") == 0
+    rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
+    scores = {r["trial"]: read(sweep / str(r["trial"]) / "metrics.json")[metric] for r in rows}
+    assert {r["trial"]: r["value"] for r in rows} == scores and all(r["status"] == "completed" for r in rows)
+    assert len(set(scores.values())) > 1  # chrF gives partial credit: the trials differ, though none is exact
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_trial"] == max(scores, key=scores.get) and results["best_value"] == max(scores.values())
+    report = embedded(sweep / "report.html")
+    assert report["best_trial"] == results["best_trial"]
+    assert [t["benchmarks"] for t in report["trials"]] == [
+        {k: v for k, v in read(sweep / str(n) / "metrics.json").items() if k.startswith(names.BENCH_PREFIX)}
+        for n in sorted(scores)]
+    assert f"<th>{names.bench(bench.LOCAL_TASK, 'exact_match')}</th>" in (sweep / "report.html").read_text()
