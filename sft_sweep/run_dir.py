@@ -17,6 +17,8 @@
       tune_progress.jsonl         an ASHA trial's reports
       merged/                     `python -m sft_sweep.export`: the model to serve (its card: merged/README.md)
       gguf/                       `... export format=gguf|ollama`: model-<outtype>.gguf, Modelfile
+      load_test.json              `python -m sft_sweep.serve ... bench=true`: throughput and latency per concurrency
+      load_test_guidellm.json, load_test_server.log        ...GuideLLM's whole report, the server's output
       report.html                 curves, events, probes, evaluation (`python -m sft_sweep.report`)
       metrics.json                written last: the run is *finished* once it exists
 
@@ -123,6 +125,9 @@ class RunDir:
     benchmark_samples = property(lambda self: self.path / "benchmark_samples.jsonl")  # ...and each answer
     tune_progress = property(lambda self: self.path / PROGRESS)  # an ASHA trial's reports (the sweepers')
     merged = property(lambda self: self.path / "merged")
+    load_test = property(lambda self: self.path / "load_test.json")  # the served export under load (load_test.py)
+    load_test_raw = property(lambda self: self.path / "load_test_guidellm.json")  # ...GuideLLM's whole report
+    load_test_server_log = property(lambda self: self.path / "load_test_server.log")  # ...the server's output
     gguf = property(lambda self: self.path / "gguf")
     report = property(lambda self: self.path / "report.html")
     metrics = property(lambda self: self.path / "metrics.json")

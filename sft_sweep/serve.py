@@ -12,6 +12,12 @@ takes the adapter), else transformers' own server (`transformers serve` on merge
 streaming, tool calls, concurrent requests; continuous_batching=true batches them with paged attention). Either
 way this command picks the engine, passes the run's settings, and becomes the server (port=0: a free port, said
 in the first lines).
+
+    python -m sft_sweep.serve run_dir=<run> bench=true [concurrency=1,4,16] [requests=N] [engine=...]
+
+bench=true: a load test instead (sft_sweep/load_test.py): the same server, started, driven by GuideLLM at each
+concurrency with the run's validation prompts (requests: each prompt once per level by default), then stopped;
+throughput and latency into <run>/load_test.json, the export's model card and the run report.
 """
 
 import importlib.util
@@ -22,6 +28,7 @@ import shlex
 import socket
 import sys
 
+from sft_sweep import load_test, report
 from sft_sweep.config import parse_cli_args
 from sft_sweep.console import cli_logging
 from sft_sweep.errors import UserError, one_line_errors
@@ -88,7 +95,8 @@ def free_port(host: str) -> int:
 def main(argv: list[str]) -> int:
     args = parse_cli_args(argv, __doc__, ("run_dir",), {"engine": "auto", "host": "127.0.0.1", "port": "8000",
                                                          "dtype": "auto", "lora": "false",
-                                                         "continuous_batching": "false"})
+                                                         "continuous_batching": "false", "bench": "false",
+                                                         "concurrency": "1,4,16", "requests": ""})
     if args["engine"] not in ENGINES:
         raise UserError(f"engine={args['engine']}: one of {', '.join(ENGINES)}")
     if not args["port"].isdigit():
@@ -110,6 +118,9 @@ def main(argv: list[str]) -> int:
     run_dir = RunDir(args["run_dir"])
     if not run_dir.finished:
         raise UserError(f"{run_dir.path} holds no finished run (no {run_dir.metrics.name})")
+    bench = args["bench"] == "true"
+    if bench:
+        levels, requests = load_test.check(run_dir, args["concurrency"], args["requests"])
     if not (run_dir.merged / "config.json").is_file():
         from sft_sweep.export import export
 
@@ -121,7 +132,15 @@ def main(argv: list[str]) -> int:
     else:
         argv = transformers_command(run_dir, host, port, args["dtype"], args["continuous_batching"] == "true")
     print(" ".join(shlex.quote(a) for a in argv), flush=True)
-    print(f"serving {run_dir.merged} on http://{host}:{port}/v1 ({'vLLM' if on_vllm else 'transformers serve'}; "
+    engine = "vLLM" if on_vllm else "transformers serve"
+    if bench:
+        results = load_test.measure(run_dir, argv, f"http://{host}:{port}", engine, levels, requests)
+        report.refresh(run_dir.path)
+        print(load_test.summary(results), flush=True)
+        print(f"load test: {run_dir.load_test}, the model card {run_dir.merged / 'README.md'}, {run_dir.report}",
+              flush=True)
+        return 0
+    print(f"serving {run_dir.merged} on http://{host}:{port}/v1 ({engine}; "
           f"Ctrl-C stops)", flush=True)
     os.execv(sys.executable, argv)  # the server in this process: a signal to us is a signal to it
 

@@ -14,8 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sft_sweep import load_test
+from sft_sweep.errors import UserError
+from sft_sweep.run_dir import RunDir
 from sft_sweep.serve import main as serve_cli
-from tests.helpers import REPO
+from tests.helpers import REPO, embedded
 
 
 def post(url: str, body: dict) -> tuple[int, bytes]:
@@ -101,6 +104,69 @@ def test_the_served_export_answers_the_validation_prompts_as_the_evaluation_did(
     assert [m["id"] for m in json.loads(body)["data"]] == [str(tiny_run / "merged")]
     status, body = post(f"{url}/chat/completions", {"messages": []})
     assert status == 400 and "empty conversation" in json.loads(body)["detail"]
+
+
+NO_GUIDELLM = pytest.mark.skipif(shutil.which("guidellm") is None,
+                                 reason="GuideLLM is not installed (pip install 'sft-sweep[loadtest]')")
+
+
+@pytest.mark.slow
+@NO_GUIDELLM
+def test_a_load_test_drives_the_server_with_guidellm_and_writes_its_figures(tiny_run):
+    """`serve bench=true`: transformers' server on the export, GuideLLM at concurrency 1 and 4 with the run's
+    validation prompts; its figures in load_test.json, the model card and the report; and under load, every answer
+    still the evaluation's."""
+    proc = subprocess.run([sys.executable, "-m", "sft_sweep.serve", f"run_dir={tiny_run}", "engine=transformers",
+                           "port=0", "bench=true", "concurrency=1,4"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = [json.loads(line) for line in (tiny_run / "eval_samples.jsonl").read_text().splitlines()]
+    asked = [s for s in samples if not s.get("tools")]  # rows with tools are another workload: left out
+    results = json.loads((tiny_run / "load_test.json").read_text())
+    assert results["engine"] == "transformers serve" and results["prompts"] == len(asked) > 0
+    assert results["left_out_with_tools"] == len(samples) - len(asked)
+    assert [r["concurrency"] for r in results["rows"]] == [1, 4]
+    for r in results["rows"]:
+        assert r["requests"] == len(asked) and r["errors"] == 0
+        assert r["requests_per_s"] > 0 and r["output_tokens_per_s"] > 0
+        assert 0 < r["ttft_ms_p50"] <= r["ttft_ms_p90"] <= r["ttft_ms_p99"]
+        assert 0 < r["latency_s_p50"] <= r["latency_s_p90"] <= r["latency_s_p99"]
+        assert r["ttft_ms_p50"] / 1000 <= r["latency_s_p99"]  # the first token comes before the answer ends
+    # GuideLLM's own report: each request asked an evaluation prompt and got the evaluation's answer, under load too
+    # (streamed: transformers 5.25 repeats the "\n\n" that closes Qwen3's empty <think></think> before the content)
+    report = json.loads((tiny_run / "load_test_guidellm.json").read_text())
+    expected = {json.dumps(s["messages"]): s["prediction"] for s in asked}
+    for benchmark in report["benchmarks"]:
+        answered = {json.dumps(json.loads(r["request_args"])["body"]["messages"]): r["output"].removeprefix("\n\n")
+                    for r in benchmark["requests"]["successful"]}
+        assert answered == expected
+    card = (tiny_run / "merged" / "README.md").read_text()
+    assert card.count("## Serving load test") == 1
+    assert card.index("## Serving load test") < card.index("## How it was made")
+    for r in results["rows"]:
+        assert f"| {r['concurrency']} | {r['requests']} | 0 | {r['requests_per_s']:.2f} | " in card
+    assert embedded(tiny_run / "report.html")["load_test"] == results
+    assert "concurrency  requests  errors" in proc.stdout
+
+
+def test_a_load_test_run_again_replaces_its_section_of_the_model_card():
+    card = "# run\n\n## Evaluation\n\nx\n\n## How it was made\n\ny\n"
+    once = load_test.with_section(card, "## Serving load test\n\nfirst\n")
+    twice = load_test.with_section(once, "## Serving load test\n\nsecond\n")
+    assert twice == card.replace("## How it was made", "## Serving load test\n\nsecond\n\n## How it was made")
+
+
+@NO_GUIDELLM
+def test_bad_load_test_arguments_are_one_line_before_any_server_starts(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(UserError, match=r"eval_samples.jsonl not found; the load test asks the run's validation"):
+        load_test.check(run, "1,4", "")
+    run.eval_samples.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(UserError, match=r"^concurrency=1,0: positive numbers, comma-separated"):
+        load_test.check(run, "1,0", "")
+    with pytest.raises(UserError, match=r"^requests=-3: a positive number"):
+        load_test.check(run, "1", "-3")
+    assert load_test.check(run, "1, 8", "") == ([1, 8], None)
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):
