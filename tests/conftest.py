@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 # Fixtures that train a model or start a cluster once for the tests that read it. `--dist loadgroup`
 # (pyproject.toml) sends every test of one group to one xdist worker, so each is made once, not once per worker.
-SHARED = ("tiny_run", "lora_run", "spiky_run", "reference", "cluster", "pruned_sweep")
+SHARED = ("tiny_run", "reference", "cluster", "pruned_sweep")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -70,10 +70,11 @@ def sample_rows():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A finished run of the tiny model (30 steps, its 16 validation rows answered): evaluated, exported, served
-    and chatted with by tests/test_evaluation.py, test_export.py and test_serve.py (on one xdist worker: SHARED)."""
-    from tests.helpers import TINY, run_cli
+    """The session's finished run of the tiny model (tests.helpers.TINY_RUN), for the tests that only read it: its
+    records and report (test_train.py, test_report.py), evaluated, exported, served and chatted with
+    (test_evaluation.py, test_export.py, test_serve.py). Trained once: its readers share one xdist worker (SHARED)."""
+    from tests.helpers import TINY_RUN, run_cli
 
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "trainer.max_steps=30", "eval.max_samples=40") == 0
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN) == 0
     return run_dir

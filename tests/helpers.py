@@ -28,6 +28,9 @@ TINY = [
     "data.val_ratio=0",
     "data.min_val_size=16",
 ]
+# The session's one shared run (conftest's tiny_run): 30 steps, its 16 validation rows answered, and a monitor that
+# flags every gradient norm above 0.5 (a warning, training unchanged), so that the report has events to mark.
+TINY_RUN = [*TINY, "trainer.max_steps=30", "eval.max_samples=40", "monitor.grad_norm_threshold=0.5"]
 
 
 def compose_cfg(*overrides: str, hydra: bool = False):

@@ -7,64 +7,69 @@ import re
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from sft_sweep.callbacks import ConsoleProgress
 from sft_sweep.report import main as report_main
-from tests.helpers import TINY, embedded, read, render_in_chromium, run_cli
+from tests.helpers import embedded, read, render_in_chromium
 
 
-@pytest.fixture(scope="module")
-def spiky_run(tmp_path_factory):
-    """A tiny run whose monitor flags every gradient norm above 0.5 (warn): events to mark."""
-    run_dir = tmp_path_factory.mktemp("report") / "run"
-    assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "monitor.grad_norm_threshold=0.5") == 0
-    return run_dir
+def schedule(run_dir) -> tuple[list[int], list[int]]:
+    """The steps a run logged at and evaluated at, from its config: every logging_steps, and from step 0 every
+    eval_steps (the last step too)."""
+    trainer = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["trainer"]
+    steps, logging, evaluation = trainer["max_steps"], trainer["logging_steps"], trainer["eval_steps"]
+    evaluated = list(range(0, steps + 1, evaluation))
+    return list(range(logging, steps + 1, logging)), evaluated + ([steps] if evaluated[-1] != steps else [])
 
 
 @pytest.mark.slow
-def test_run_report_holds_the_runs_curves_events_probes_and_answers(spiky_run):
-    data = embedded(spiky_run / "report.html")
-    history, metrics = read(spiky_run / "log_history.json"), read(spiky_run / "metrics.json")
+def test_run_report_holds_the_runs_curves_events_probes_and_answers(tiny_run):
+    data = embedded(tiny_run / "report.html")
+    history, metrics = read(tiny_run / "log_history.json"), read(tiny_run / "metrics.json")
     assert data["status"] == "completed"
     assert data["train_loss"] == [[h["step"], h["loss"]] for h in history if "loss" in h]
-    assert [s for s, _ in data["train_loss"]] == [2, 4, 6, 8, 10, 12]
+    logged, evaluated = schedule(tiny_run)
+    assert [s for s, _ in data["train_loss"]] == logged
     assert data["eval_loss"] == [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]
-    assert [s for s, _ in data["eval_loss"]] == [0, 6, 12]
-    assert [s for s, _ in data["tokens_per_s"]] == [2, 4, 6, 8, 10, 12] and all(v > 0 for _, v in data["tokens_per_s"])
-    assert len(data["learning_rate"]) == 6 and data["grad_norm_threshold"] == 0.5
-    events = [json.loads(line) for line in (spiky_run / "monitor_events.jsonl").read_text().splitlines()]
+    assert [s for s, _ in data["eval_loss"]] == evaluated
+    assert [s for s, _ in data["tokens_per_s"]] == logged and all(v > 0 for _, v in data["tokens_per_s"])
+    assert len(data["learning_rate"]) == len(logged) and data["grad_norm_threshold"] == 0.5
+    events = [json.loads(line) for line in (tiny_run / "monitor_events.jsonl").read_text().splitlines()]
     assert len(events) >= 1 and data["events"] == events
-    html = (spiky_run / "report.html").read_text(encoding="utf-8")
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
     assert html.count("<title>grad_explosion → warn</title>") == 2 * len(events)  # marked on loss and grad charts
     assert [p["probe"] for p in data["probes"]][0] == metrics["probes"][0]["probe"] and len(data["probes"]) == 5
     assert all(p["before"] and isinstance(p["after"], str) for p in data["probes"])  # 12 steps: may be empty
-    samples = [json.loads(line) for line in (spiky_run / "eval_samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (tiny_run / "eval_samples.jsonl").read_text().splitlines()]
     assert [s["prediction"] for s in data["samples"]] == [s["prediction"] for s in samples[:24]]
     assert sum(s["exact"] for s in data["samples"]) == sum(
         s["prediction"].strip() == s["reference"].strip() for s in samples[:24])
     assert data["metrics"]["eval_loss"] == metrics["eval_loss"]
-    assert data["commands"]["chat"] == f"python -m sft_sweep.chat run_dir={spiky_run}"
+    assert data["commands"]["chat"] == f"python -m sft_sweep.chat run_dir={tiny_run}"
     # self-contained and small: no external resources, well under a message attachment's size
     assert not re.search(r"""(src|href)=["']?https?:""", html) and len(html.encode()) < 300_000
 
 
 @pytest.mark.slow
-def test_run_report_renders_in_chromium_without_errors(spiky_run, tmp_path):
-    dom = render_in_chromium(spiky_run / "report.html", tmp_path / "run.png")
+def test_run_report_renders_in_chromium_without_errors(tiny_run, tmp_path):
+    dom = render_in_chromium(tiny_run / "report.html", tmp_path / "run.png")
     assert 'data-ready="1"' in dom and dom.count("<svg") == 4
     assert (tmp_path / "run.png").stat().st_size > 20_000
 
 
 @pytest.mark.slow
-def test_console_prints_compact_lines_and_a_summary_not_raw_dicts(spiky_run):
-    log = (spiky_run / "train.log").read_text(encoding="utf-8")
+def test_console_prints_compact_lines_and_a_summary_not_raw_dicts(tiny_run):
+    log = (tiny_run / "train.log").read_text(encoding="utf-8")
     assert "{'loss'" not in log
-    steps = re.findall(r"step (\d+)/12  loss [\d.]+  lr [\d.e+-]+  grad [\d.e+-]+  tok/s [\d,]+  eta \d+m\d\ds", log)
-    assert steps == ["2", "4", "6", "8", "10", "12"]
-    assert re.findall(r"eval at step (\d+): loss [\d.]+", log) == ["0", "6", "12"]
-    metrics = read(spiky_run / "metrics.json")
+    logged, evaluated = schedule(tiny_run)
+    steps = re.findall(rf"step (\d+)/{logged[-1]}  loss [\d.]+  lr [\d.e+-]+  grad [\d.e+-]+  tok/s [\d,]+  "
+                       rf"eta \d+m\d\ds", log)
+    assert steps == [str(s) for s in logged]
+    assert re.findall(r"eval at step (\d+): loss [\d.]+", log) == [str(s) for s in evaluated]
+    metrics = read(tiny_run / "metrics.json")
     assert re.search(rf"eval loss first -> last +{metrics['first_eval_loss']:.4f} -> {metrics['eval_loss']:.4f}", log)
-    assert re.search(rf"chat +python -m sft_sweep.chat run_dir={re.escape(str(spiky_run))}", log)
+    assert re.search(rf"chat +python -m sft_sweep.chat run_dir={re.escape(str(tiny_run))}", log)
     assert re.search(r"monitor events +grad_explosion \d+", log)
 
 

@@ -17,7 +17,7 @@ from sft_sweep.data.mixing import dedup
 from sft_sweep.data.prepare import Problems, load_rows
 from sft_sweep.recipe import setup
 from sft_sweep.run_dir import RunDir
-from tests.helpers import TINY, losses, plain, read, run_cli
+from tests.helpers import TINY, TINY_RUN, losses, plain, read, run_cli
 from tests.wandb_records import history
 
 
@@ -27,28 +27,21 @@ def frozen_and_trainable(model):
     return frozen, trainable
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("lora") / "run"
-    assert run_cli(f"hydra.run.dir={run_dir}", *TINY) == 0
-    return run_dir
-
-
 @pytest.mark.slow
-def test_run_dir_holds_every_record(lora_run):
+def test_run_dir_holds_every_record(tiny_run):
     for name in [".hydra/config.yaml", ".hydra/overrides.yaml", "adapter/adapter_config.json",
                  "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/chat_template.jinja",
                  "base_model/model.safetensors", "metrics.json", "log_history.json", "run_manifest.json", "train.log"]:
-        assert (lora_run / name).is_file(), name
-    m = read(lora_run / "metrics.json")
-    assert m["global_step"] == 12 and m["train_tokens"] > 0 and m["train_tokens_per_s"] > 0
-    assert m["eval_loss"] < m["first_eval_loss"]  # it learns, even in 12 steps
+        assert (tiny_run / name).is_file(), name
+    m, config = read(tiny_run / "metrics.json"), yaml.safe_load((tiny_run / ".hydra/config.yaml").read_text())
+    assert m["global_step"] == config["trainer"]["max_steps"] and m["train_tokens"] > 0 and m["train_tokens_per_s"] > 0
+    assert m["eval_loss"] < m["first_eval_loss"]  # it learns, even in a few steps
     assert m["peak_memory"]["cpu_rss_mib"] > 0 and m["train_runtime_s"] > 0
     # both train losses, named for what they are
-    history = read(lora_run / "log_history.json")
+    history = read(tiny_run / "log_history.json")
     assert m["train_loss_last"] == [h["loss"] for h in history if "loss" in h][-1]
     assert m["train_loss_mean"] == history[-1]["train_loss"] and m["train_loss_mean"] != m["train_loss_last"]
-    manifest = read(lora_run / "run_manifest.json")
+    manifest = read(tiny_run / "run_manifest.json")
     assert manifest["status"] == "completed" and manifest["seed"] == 42
     assert manifest["config"]["lora"]["r"] == 16  # resolved, not ${...}
     assert set(manifest["versions"]) >= {"torch", "transformers", "trl", "peft", "datasets", "hydra-core"}
@@ -56,53 +49,54 @@ def test_run_dir_holds_every_record(lora_run):
 
 
 @pytest.mark.slow
-def test_records_follow_the_umask(lora_run):
+def test_records_follow_the_umask(tiny_run):
     umask = os.umask(0)
     os.umask(umask)
     for name in ("metrics.json", "log_history.json", "run_manifest.json"):
-        assert stat.S_IMODE((lora_run / name).stat().st_mode) == 0o666 & ~umask, name
+        assert stat.S_IMODE((tiny_run / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 @pytest.mark.slow
-def test_checkpoints_readme_names_the_base_model(lora_run):
-    readme = (lora_run / "checkpoints" / "README.md").read_text()
-    assert f"fine-tuning `{lora_run / 'base_model'}`" in readme and "None" not in readme
-    assert read(lora_run / "run_manifest.json")["command"] in readme
+def test_checkpoints_readme_names_the_base_model(tiny_run):
+    readme = (tiny_run / "checkpoints" / "README.md").read_text()
+    assert f"fine-tuning `{tiny_run / 'base_model'}`" in readme and "None" not in readme
+    assert read(tiny_run / "run_manifest.json")["command"] in readme
 
 
 @pytest.mark.slow
-def test_the_recorded_command_runs_the_same_run_again(lora_run, tmp_path):
-    command = read(lora_run / "run_manifest.json")["command"]
-    assert command == shlex.join(["python", "-m", "sft_sweep", *TINY])  # what was typed, without the run dir
+def test_the_recorded_command_runs_the_same_run_again(tiny_run, tmp_path):
+    command = read(tiny_run / "run_manifest.json")["command"]
+    assert command == shlex.join(["python", "-m", "sft_sweep", *TINY_RUN])  # what was typed, without the run dir
     args = shlex.split(command)[3:]
     assert run_cli(*args, f"hydra.run.dir={tmp_path / 'pasted'}") == 0
-    assert losses(tmp_path / "pasted") == losses(lora_run)
+    assert losses(tmp_path / "pasted") == losses(tiny_run)
 
 
 @pytest.mark.slow
-def test_reproduce_from_saved_config_lands_in_outputs_runs_with_the_same_losses(lora_run, tmp_path, monkeypatch):
+def test_reproduce_from_saved_config_lands_in_outputs_runs_with_the_same_losses(tiny_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --config-path, as the README shows it
-    (tmp_path / "runs").symlink_to(lora_run.parent)
-    assert run_cli("--config-path", f"runs/{lora_run.name}/.hydra", "--config-name", "config") == 0
+    (tmp_path / "runs").symlink_to(tiny_run.parent)
+    assert run_cli("--config-path", f"runs/{tiny_run.name}/.hydra", "--config-name", "config") == 0
     [again] = list((tmp_path / "outputs" / "runs").iterdir())  # like any run, not outputs/<date>/<time>
-    original, reproduced = losses(lora_run), losses(again)
-    assert len(original) == 6 and [s for s, _ in original] == [s for s, _ in reproduced]
+    original, reproduced = losses(tiny_run), losses(again)
+    steps = yaml.safe_load((tiny_run / ".hydra/config.yaml").read_text())["trainer"]["max_steps"]
+    assert [s for s, _ in original] == list(range(2, steps + 1, 2)) == [s for s, _ in reproduced]  # every 2nd step
     for (_, a), (_, b) in zip(original, reproduced):
         assert abs(a - b) <= 1e-6
-    assert abs(read(again / "metrics.json")["eval_loss"] - read(lora_run / "metrics.json")["eval_loss"]) <= 1e-6
+    assert abs(read(again / "metrics.json")["eval_loss"] - read(tiny_run / "metrics.json")["eval_loss"]) <= 1e-6
     # and the run dir it wrote is protected like any other
-    assert run_cli("--config-path", f"runs/{lora_run.name}/.hydra", "--config-name", "config",
+    assert run_cli("--config-path", f"runs/{tiny_run.name}/.hydra", "--config-name", "config",
                    f"hydra.run.dir={again}") == 2
 
 
 @pytest.mark.slow
-def test_finished_run_dir_is_never_overwritten(lora_run, capsys):
-    before = (lora_run / ".hydra/config.yaml").read_text()
-    stamp = (lora_run / "metrics.json").stat().st_mtime_ns
-    assert run_cli(f"hydra.run.dir={lora_run}", *TINY, "lora.r=4") == 2
-    assert f"{lora_run} already holds a finished run" in capsys.readouterr().err
-    assert (lora_run / ".hydra/config.yaml").read_text() == before
-    assert (lora_run / "metrics.json").stat().st_mtime_ns == stamp
+def test_finished_run_dir_is_never_overwritten(tiny_run, capsys):
+    before = (tiny_run / ".hydra/config.yaml").read_text()
+    stamp = (tiny_run / "metrics.json").stat().st_mtime_ns
+    assert run_cli(f"hydra.run.dir={tiny_run}", *TINY, "lora.r=4") == 2
+    assert f"{tiny_run} already holds a finished run" in capsys.readouterr().err
+    assert (tiny_run / ".hydra/config.yaml").read_text() == before
+    assert (tiny_run / "metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_a_failed_run_records_its_error(tmp_path, capsys):
