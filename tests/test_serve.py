@@ -172,6 +172,9 @@ def test_bad_load_test_arguments_are_one_line_before_any_server_starts(tmp_path)
 def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert serve_cli([f"run_dir={tmp_path}", "engine=tgi"]) == 2
     assert capsys.readouterr().err == "error: engine=tgi: one of auto, vllm, transformers\n"
+    assert serve_cli([f"run_dir={tmp_path}", "gpu_memory_utilization=1.5"]) == 2
+    assert capsys.readouterr().err == ("error: gpu_memory_utilization=1.5: a fraction in (0, 1], vLLM's "
+                                       "--gpu-memory-utilization\n")
     assert serve_cli([f"run_dir={tmp_path}"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path} holds no finished run (no metrics.json)\n"
     # base + adapter is vLLM's: refused before any export is written
