@@ -30,14 +30,18 @@ def ask(url: str, body: dict) -> str:
 
 
 def openai_messages(messages: list[dict]) -> list[dict]:
-    """The conversation in OpenAI's wire format: each tool call with an id, each tool answer naming the call it
-    answers (the dataset's rows have neither; chat templates ignore both)."""
+    """The conversation in OpenAI's wire format: each tool call with an id and its arguments as a JSON string (the
+    dataset holds them as objects, as chat templates want them; an OpenAI server parses them back), each tool answer
+    naming the call it answers (the dataset's rows have neither id; chat templates ignore both)."""
     out, calls = [], []
     for message in messages:
         message = dict(message)
         if message.get("tool_calls"):
-            message["tool_calls"] = [{"id": f"call_{len(calls) + i}", **call} for i, call in enumerate(
-                message["tool_calls"])]
+            message["tool_calls"] = [
+                {"id": f"call_{len(calls) + i}", **call, "function": {
+                    **call["function"], "arguments": call["function"]["arguments"]
+                    if isinstance(call["function"]["arguments"], str) else json.dumps(call["function"]["arguments"])}}
+                for i, call in enumerate(message["tool_calls"])]
             calls += [call["id"] for call in message["tool_calls"]]
         if message["role"] == "tool" and "tool_call_id" not in message:
             message["tool_call_id"] = calls.pop(0) if calls else "call_0"

@@ -26,7 +26,7 @@ serve_and_ask() {  # <run dir> [serve options]: start vLLM on the run's export, 
     local run=$1; shift
     "$VLLM_VENV/bin/python" -m sft_sweep.serve "run_dir=$run" engine=vllm "port=$PORT" "gpu_memory_utilization=$MEMORY" "$@" > "$run/vllm.log" 2>&1 &
     local server=$! started=$SECONDS
-    trap 'kill $server 2>/dev/null || true' RETURN
+    trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' RETURN
     until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
         kill -0 $server 2>/dev/null || { tail -20 "$run/vllm.log"; return 1; }
         sleep 2
@@ -35,6 +35,10 @@ serve_and_ask() {  # <run dir> [serve options]: start vLLM on the run's export, 
     python scripts/ask_served.py "$run" "http://127.0.0.1:$PORT/v1"
 }
 
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # a failed step leaves no server behind on $PORT
+if curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; then
+    echo "a server already answers on port $PORT: stop it, or PORT=<another> bash $0"; exit 1
+fi
 rm -rf "$OUT"
 echo "== the default run, merged export"
 start=$SECONDS

@@ -67,6 +67,15 @@ def prompts(run_dir: RunDir) -> list[dict]:
     return [{"messages": row["messages"]} for row in read_jsonl(run_dir.eval_samples) if not row.get("tools")]
 
 
+def answers(url: str) -> bool:
+    """Whether an OpenAI server answers at `url` now."""
+    try:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,12 +83,8 @@ def wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout: float 
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] if log.is_file() else []
             raise UserError(f"the server exited with code {server.returncode} before answering"
                             + (f": {tail[0]}" if tail else "") + f" (its log: {log})")
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        if answers(url):
+            return
         time.sleep(1)
     raise UserError(f"the server did not answer {url}/v1/models within {timeout:.0f} s (its log: {log})")
 
@@ -141,6 +146,8 @@ def with_section(card: str, section: str) -> str:
 def measure(run_dir: RunDir, server_argv: list[str], url: str, engine: str, levels: list[int],
             requests: int | None) -> dict:
     """Start the server, drive it with GuideLLM at each concurrency, stop it; write the records."""
+    if answers(url):  # another server there would be measured instead of ours, which could not listen
+        raise UserError(f"a server already answers at {url}: stop it, or pick another port (port=0: a free one)")
     conversations = prompts(run_dir)
     max_tokens = int((read_json(run_dir.manifest).get("config") or {}).get("eval", {}).get("max_new_tokens", 64))
     requests = requests or len(conversations)

@@ -1,6 +1,7 @@
 """The served export answers like the run's evaluation: `python -m sft_sweep.serve` on transformers (vLLM's is the
 opt-in scripts/serve_acceptance.sh), asked over HTTP what the evaluation asked, as any OpenAI client asks."""
 
+import http.server
 import json
 import re
 import shutil
@@ -154,6 +155,26 @@ def test_a_load_test_run_again_replaces_its_section_of_the_model_card():
     once = load_test.with_section(card, "## Serving load test\n\nfirst\n")
     twice = load_test.with_section(once, "## Serving load test\n\nsecond\n")
     assert twice == card.replace("## How it was made", "## Serving load test\n\nsecond\n\n## How it was made")
+
+
+def test_a_load_test_refuses_a_port_another_server_answers_on(tmp_path):
+    """Another server there would be measured instead of ours (which could not listen): refused, nothing started."""
+    class Models(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"data": []}')
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        with pytest.raises(UserError, match=rf"^a server already answers at {url}: stop it, or pick another port"):
+            load_test.measure(RunDir(tmp_path), [sys.executable, "-c", "raise SystemExit(9)"], url, "vLLM", [1], None)
+        other.shutdown()
+    assert not list(tmp_path.iterdir())  # no record, no server log
 
 
 @NO_GUIDELLM
