@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sft_sweep.environment import hardware
 from sft_sweep.errors import UserError
-from sft_sweep.run_dir import RunDir, read_json, read_jsonl, write_text
+from sft_sweep.run_dir import RunDir, read_jsonl, write_text
 
 CARD_HEADING = "## Serving load test"
 # (our name, GuideLLM's metric, its statistic) for each figure of a row
@@ -149,7 +149,7 @@ def measure(run_dir: RunDir, server_argv: list[str], url: str, engine: str, leve
     if answers(url):  # another server there would be measured instead of ours, which could not listen
         raise UserError(f"a server already answers at {url}: stop it, or pick another port (port=0: a free one)")
     conversations = prompts(run_dir)
-    max_tokens = int((read_json(run_dir.manifest).get("config") or {}).get("eval", {}).get("max_new_tokens", 64))
+    max_tokens = int(run_dir.saved_config()["eval"]["max_new_tokens"])  # as the evaluation answered
     requests = requests or len(conversations)
     log = run_dir.load_test_server_log
     with tempfile.TemporaryDirectory() as tmp, open(log, "w", encoding="utf-8") as server_log:
@@ -171,6 +171,7 @@ def measure(run_dir: RunDir, server_argv: list[str], url: str, engine: str, leve
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+                server.wait()
         report = json.loads(raw.read_text(encoding="utf-8"))
     machine = hardware()
     results = {"engine": engine, "server": server_argv, "guidellm": version("guidellm"),
