@@ -12,6 +12,7 @@ fitting, not generalization; it is there to run lm-eval end to end here and in t
 A task's scores are named bench_<task>_<metric> (metric_names.bench), the base model's before_bench_...
 """
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -108,19 +109,19 @@ def run(model, tokenizer, cfg: dict, template_kwargs: dict, cache_dir: str | Non
     args = dict(cfg.get("benchmarks_args") or {})
     lm = HFLM(pretrained=base, tokenizer=tokenizer, batch_size=args.pop("batch_size", cfg["batch_size"]),
               chat_template_args=template_kwargs)
-    was_training, quiet = model.training, os.environ.get("TQDM_DISABLE")
+    was_training = model.training
     model.eval()
-    os.environ["TQDM_DISABLE"] = quiet or ("" if verbose() else "1")  # lm-eval's progress bars: the console's
+    # lm-eval's progress bars: shown as the console shows ours. DISABLE_MULTIPROC: lm-eval's own switch for the
+    # bootstrap of corpus-level metrics' stderr (chrF, BLEU, F1), which otherwise forks a process pool from this
+    # process; its torch and W&B threads may hold a lock at the fork, and a child then waits forever (seen here).
     try:
-        out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg["benchmarks"]), limit=cfg.get("benchmarks_limit"),
-                                      apply_chat_template=True, task_manager=task_manager(cache_dir),
-                                      gen_kwargs={"do_sample": False}, log_samples=True, **args)
+        with environ(TQDM_DISABLE=os.environ.get("TQDM_DISABLE") or ("" if verbose() else "1"), DISABLE_MULTIPROC="1"):
+            out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg["benchmarks"]),
+                                          limit=cfg.get("benchmarks_limit"), apply_chat_template=True,
+                                          task_manager=task_manager(cache_dir), gen_kwargs={"do_sample": False},
+                                          log_samples=True, **args)
     finally:
         model.train(was_training)
-        if quiet is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
     results = {}
     for task, values in out["results"].items():
         scores = {}
@@ -139,6 +140,21 @@ def run(model, tokenizer, cfg: dict, template_kwargs: dict, cache_dir: str | Non
                 "response": s["filtered_resps"][0] if s["filtered_resps"] else None,
                 **{k: s[k] for k in scores_of(s)}} for task, rows in out.get("samples", {}).items() for s in rows]
     return {"results": results, "lm_eval": lm_eval.__version__, "configs": configs, "samples": samples}
+
+
+@contextlib.contextmanager
+def environ(**values: str):
+    """These environment variables set for the block, then as they were."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def scores_of(sample: dict) -> list[str]:
