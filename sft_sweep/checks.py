@@ -107,9 +107,8 @@ def validate(c: dict) -> None:
     if not isinstance(steps, int) or steps == 0 or (steps < 0 and not epochs > 0):
         raise UserError(f"trainer.max_steps={steps!r}, trainer.num_train_epochs={epochs!r}: "
                         f"set max_steps > 0, or max_steps=-1 and num_train_epochs > 0")
-    wanted = [c["optimized_metric"]] if isinstance(c["optimized_metric"], str) else c["optimized_metric"] or []
-    tasks = c["eval"].get("benchmarks") or []
-    for name in wanted:  # a benchmark's score only exists when the run scores that benchmark
+    tasks = c["eval"].get("benchmarks") or []  # a benchmark's score exists only where the run scores its task
+    for name in names.objectives(c["optimized_metric"]):
         if name.startswith(names.BENCH_PREFIX) and not any(name.startswith(names.bench(t, "")) for t in tasks):
             raise UserError(f"optimized_metric={name}: a benchmark score, but eval.benchmarks={list(tasks)} does not "
                             f"run its task (bench_<task>_<metric>: add the task to eval.benchmarks)")

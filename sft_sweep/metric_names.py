@@ -58,6 +58,11 @@ USABLE = "usable"
 SAMPLE_SCORES = (EXACT, JSON_VALID, JSON_KEYS, USABLE)
 
 
+def objectives(optimized_metric) -> list[str]:
+    """The names `optimized_metric` names: one, or one per objective of a multi-objective sweep."""
+    return [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric or [])
+
+
 def before(name: str) -> str:
     """The name of a measurement of the base model, before training."""
     return "before_" + name

@@ -131,7 +131,7 @@ def record(c: dict, trainer: Trainer, train_output: dict, evaluation: Evaluation
     metrics = {**training_metrics(trainer, train_output), names.RANDOM_INIT: bool(c["model"]["config"])}
     # A pruned trial stops at once: its curve and records, not the answer-level evaluation.
     metrics.update({**final_eval, **({} if metrics[names.PRUNED_AT_STEP] else evaluation.after(run_dir))})
-    wanted = [c["optimized_metric"]] if isinstance(c["optimized_metric"], str) else c["optimized_metric"]
+    wanted = names.objectives(c["optimized_metric"])
     if trainer.eval_dataset is not None and (missing := [m for m in wanted if m not in metrics]):
         raise UserError(f"optimized_metric={missing[0]!r} is not among the run's metrics: "
                         f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
