@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from peft import LoraConfig
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from sft_sweep import dist
@@ -131,9 +130,12 @@ def build_quantization_config(lora_cfg: dict | None) -> BitsAndBytesConfig | Non
 NOT_LORA_CONFIG = ("quantization", "autocast_adapter_dtype")  # keys of the lora group that feed other classes
 
 
-def build_lora_config(lora_cfg: dict | None) -> LoraConfig | None:
+def build_lora_config(lora_cfg: dict | None):
+    """PEFT's LoraConfig for the lora group, or None (full fine-tuning)."""
     if not lora_cfg:
         return None  # full fine-tuning
+    from peft import LoraConfig  # (see add_lora)
+
     return LoraConfig(**{k: v for k, v in lora_cfg.items() if k not in NOT_LORA_CONFIG})
 
 
@@ -143,6 +145,8 @@ def add_lora(model, lora_cfg: dict | None):
     so every adapted layer casts its input and output; false keeps it in the base model's dtype."""
     if not lora_cfg:
         return model
+    # PEFT is imported where it is used: with bitsandbytes it takes ~3 s to import, and a sweep's own process,
+    # which builds the tokenizer (data.WarmDataCache) and launches trials elsewhere, never needs it.
     from peft import get_peft_model
 
     return get_peft_model(model, build_lora_config(lora_cfg),
