@@ -59,15 +59,17 @@ def local_tasks_dir(cache_dir: str | None = None) -> Path:
     return folder
 
 
-def task_manager(cache_dir: str | None = None):
-    return _task_manager(str(local_tasks_dir(cache_dir)))
+def task_manager(tasks: list[str], cache_dir: str | None = None):
+    """lm-eval's index of the tasks it can run: our local task, and lm-eval's own unless only ours are asked for
+    (indexing lm-eval's thousands of task files takes 6-20 s, in each process that makes one)."""
+    return _task_manager(str(local_tasks_dir(cache_dir)), not set(tasks) <= {LOCAL_TASK})
 
 
-@functools.cache  # lm-eval indexes its thousands of task files when one is made (~20 s here): once a process
-def _task_manager(include_path: str):
+@functools.cache  # once a process
+def _task_manager(include_path: str, include_defaults: bool):
     from lm_eval.tasks import TaskManager  # deferred: lm-eval (and its task index) only when benchmarks run
 
-    return TaskManager(include_path=include_path)
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
 
 
 def check(tasks: list[str], cache_dir: str | None = None) -> None:
@@ -81,7 +83,7 @@ def check(tasks: list[str], cache_dir: str | None = None) -> None:
         raise UserError("eval.benchmarks needs lm-evaluation-harness: pip install 'sft-sweep[bench]'") from None
     from lm_eval.tasks import get_task_dict
 
-    manager = task_manager(cache_dir)
+    manager = task_manager(tasks, cache_dir)
     known = set(manager.all_subtasks) | set(manager.all_groups) | set(manager.all_tags)
     for task in tasks:
         if task not in known:
@@ -118,8 +120,8 @@ def run(model, tokenizer, cfg: dict, template_kwargs: dict, cache_dir: str | Non
         with environ(TQDM_DISABLE=os.environ.get("TQDM_DISABLE") or ("" if verbose() else "1"), DISABLE_MULTIPROC="1"):
             out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg["benchmarks"]),
                                           limit=cfg.get("benchmarks_limit"), apply_chat_template=True,
-                                          task_manager=task_manager(cache_dir), gen_kwargs={"do_sample": False},
-                                          log_samples=True, **args)
+                                          task_manager=task_manager(cfg["benchmarks"], cache_dir),
+                                          gen_kwargs={"do_sample": False}, log_samples=True, **args)
     finally:
         model.train(was_training)
     results = {}

@@ -1,9 +1,8 @@
 """Standard benchmarks through lm-evaluation-harness (sft_sweep/bench.py): our local task scored in the run, before
-and after training, answer for answer as lm-eval's own command line scores the exported model; bad task names
-and tasks whose data is not here stop in one line before training."""
+and after training, answer for answer as lm-eval's own evaluation scores the exported model, loading it itself; bad
+task names and tasks whose data is not here stop in one line before training."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from sft_sweep.run_dir import RunDir
 from tests.helpers import TINY, embedded, read, run_cli
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'sft-sweep[bench]')")
-pytestmark = pytest.mark.slow  # lm-eval indexes its task files (~20 s) in each process that uses it
+pytestmark = pytest.mark.slow
 
 
 def test_unknown_tasks_and_tasks_without_their_data_are_one_line(tmp_path):
@@ -52,23 +51,21 @@ def test_the_runs_scores_are_lm_evals_own_on_the_export(tmp_path):
 
     assert subprocess.run([sys.executable, "-m", "sft_sweep.export", f"run_dir={run_dir}"], capture_output=True,
                           timeout=600).returncode == 0
-    # lm-eval's own command line, on the export (after) and on the run's base model with the template settings the
-    # run evaluated it with (before): the same answers to every document, so the same scores
-    before_args = ",".join(f"{k}={v}" for k, v in trained.template_kwargs(RunDir(run_dir), (
-        run_dir / "base_model" / "chat_template.jinja").read_text()).items())
+    # lm-eval's own evaluation, loading the export itself (after) and the run's base model with the template settings
+    # the run evaluated it with (before): the same answers to every document, so the same scores. (simple_evaluate,
+    # which lm-eval's command line calls, in this process: a command line would index lm-eval's thousands of tasks
+    # in each of two more processes.)
+    import lm_eval
+
+    before_args = trained.template_kwargs(RunDir(run_dir), (run_dir / "base_model" / "chat_template.jinja").read_text())
+    local_only = bench.task_manager([bench.LOCAL_TASK])  # (the data cache the run wrote the task into)
     for when, model in (("after", run_dir / "merged"), ("before", run_dir / "base_model")):
-        out = tmp_path / f"lm_eval_{when}"
-        model_args = f"pretrained={model}" + (f",{before_args}" if when == "before" and before_args else "")
-        proc = subprocess.run(
-            ["lm_eval", "--model", "hf", "--model_args", model_args, "--tasks", bench.LOCAL_TASK, "--include_path",
-             str(bench.local_tasks_dir()), "--apply_chat_template", "--device", "cpu", "--batch_size", "32",
-             "--log_samples", "--output_path", str(out)],
-            capture_output=True, text=True, timeout=900, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        [results] = out.rglob("results_*.json")
-        theirs = json.loads(results.read_text())["results"][bench.LOCAL_TASK]
-        [logged] = out.rglob(f"samples_{bench.LOCAL_TASK}_*.jsonl")
-        their_answers = {s["doc_id"]: s["filtered_resps"][0] for s in map(json.loads, logged.read_text().splitlines())}
+        model_args = {"pretrained": str(model), **(before_args if when == "before" else {})}
+        out = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[bench.LOCAL_TASK],
+                                      task_manager=local_only, apply_chat_template=True, device="cpu", batch_size=32,
+                                      log_samples=True, bootstrap_iters=0)
+        theirs = out["results"][bench.LOCAL_TASK]
+        their_answers = {s["doc_id"]: s["filtered_resps"][0] for s in out["samples"][bench.LOCAL_TASK]}
         assert their_answers == {s["doc_id"]: s["response"] for s in samples if s["when"] == when}, when
         assert [theirs[f"{metric},none"] for metric in task_scores[when]] == [
             score["value"] for score in task_scores[when].values()], when
