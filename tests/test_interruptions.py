@@ -132,12 +132,10 @@ def test_sigterm_to_an_asha_sweep_is_one_line_and_the_same_command_resumes_it(tm
     sweep = tmp_path / "asha"
     command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=2",
                f"hydra.sweep.dir={sweep}", "hydra.sweeper.ray_init.num_cpus=1", "hydra.sweeper.ray_init.address=local",
-               *RUN, "trainer.max_steps=200",
-               "trainer.eval_steps=100", "eval.enabled=false"]
+               *RUN, "trainer.max_steps=100", "trainer.eval_steps=20", "eval.enabled=false"]
     env = {**env_without_network(), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(sweep / "0" / "run_manifest.json", proc)
-    time.sleep(5)  # the trial is training
+    wait_for(sweep / "0" / "tune_progress.jsonl", proc)  # its first report (step 0): the trial is training
     proc.send_signal(signal.SIGTERM)
     line = ends_in_one_line(proc, timeout=180)
     assert line.startswith("error: the ASHA sweep stopped by SIGTERM with ") and " of 2 trials ended" in line
