@@ -6,11 +6,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import TINY, env_without_network, read, wait_for
+from tests.helpers import TINY, env_without_network, read, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 RUN = [*TINY, "trainer.logging_steps=1", "trainer.save_steps=4", "trainer.save_total_limit=null", "eval.max_samples=4",
@@ -70,17 +69,13 @@ def test_a_signal_before_training_stops_at_once_and_the_command_starts_again(whe
     assert manifest["status"] == "interrupted"
     assert manifest["error"].startswith(f"RunInterrupted: stopped by {sig.name}")
     assert not list(run_dir.glob("checkpoints/checkpoint-*"))  # nothing trained, nothing to save
-    again = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={run_dir}", *RUN], cwd=tmp_path,
-                           env=env_without_network(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert run_cli(f"hydra.run.dir={run_dir}", *RUN) == 0  # the same command, in this process (its imports paid)
     assert read(run_dir / "run_manifest.json")["status"] == "completed"
 
 
 def test_a_signal_in_the_end_of_run_evaluation_resumes_from_the_last_step_without_training_again(tmp_path):
     reference = tmp_path / "reference"
-    done = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={reference}", *RUN], cwd=tmp_path,
-                          env=env_without_network(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert run_cli(f"hydra.run.dir={reference}", *RUN) == 0
     run_dir = tmp_path / "run"
     proc, marker = start(tmp_path, "after", f"hydra.run.dir={run_dir}", *RUN)
     wait_for(marker, proc)
@@ -89,9 +84,7 @@ def test_a_signal_in_the_end_of_run_evaluation_resumes_from_the_last_step_withou
                                       "command again to resume")
     assert read(run_dir / "run_manifest.json")["status"] == "interrupted"
     assert (run_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").is_file()  # the last step, saved
-    again = subprocess.run([sys.executable, "-m", "sft_sweep", f"hydra.run.dir={run_dir}", *RUN], cwd=tmp_path,
-                           env=env_without_network(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert run_cli(f"hydra.run.dir={run_dir}", *RUN) == 0
     log = (run_dir / "train.log").read_text()
     assert "checkpoint-12 is the run's last step: its weights, no more training" in log
     resumed, uninterrupted = read(run_dir / "metrics.json"), read(reference / "metrics.json")
@@ -116,9 +109,7 @@ def test_a_signal_in_an_optuna_trial_checkpoints_it_and_the_same_command_resumes
     assert read(sweep / "0" / "run_manifest.json")["status"] == "interrupted"
     saved = max(int(p.name.split("-")[1]) for p in (sweep / "0" / "checkpoints").glob("checkpoint-*"))
     assert 4 < saved < 16  # saved at the step where it stopped
-    again = subprocess.run([sys.executable, "-m", "sft_sweep", *sweep_args], cwd=tmp_path, env=env_without_network(),
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert run_cli(*sweep_args) == 0
     rows = {r["trial"]: r for r in map(json.loads, (sweep / "trials.jsonl").read_text().splitlines())}
     # the interrupted trial itself went on (its own run dir, from its checkpoint), then the next one ran
     assert [(n, rows[n]["status"]) for n in sorted(rows)] == [(0, "completed"), (1, "completed")]

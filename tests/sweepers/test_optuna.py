@@ -300,7 +300,7 @@ def test_the_readmes_ray_launcher_command_runs_trials_in_parallel_and_none_fails
     test may have started on this machine, which ray.init would join.)"""
     sweep = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, "-m", "sft_sweep", "--multirun", "hparams_search=optuna",
-                           "hydra/launcher=ray", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
+                           "hydra/launcher=ray", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
                            f"hydra.sweep.dir={sweep}", *FAST],
                           cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                                              "RAY_ADDRESS": "local"},
@@ -308,5 +308,5 @@ def test_the_readmes_ray_launcher_command_runs_trials_in_parallel_and_none_fails
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ray.init twice" not in proc.stderr + proc.stdout
     rows = trials(sweep)
-    assert sorted(r["trial"] for r in rows) == [0, 1, 2, 3] and all(r["status"] == "completed" for r in rows), rows
-    assert all((sweep / str(i) / "metrics.json").is_file() for i in range(4))
+    assert sorted(r["trial"] for r in rows) == [0, 1] and all(r["status"] == "completed" for r in rows), rows
+    assert all((sweep / str(i) / "metrics.json").is_file() for i in range(2))
