@@ -91,6 +91,7 @@ class OptunaSweeperImpl:
             ["value"] if len(self.directions) == 1 else [f"value_{i}" for i in range(len(self.directions))])
         self.config = self.launcher = None
         self.lock = threading.Lock()
+        self.trial_ended = threading.Condition()  # a thread waiting on running trials looks again when one ends
         self.stop = False
         self.interrupted = None  # (trial number, why) when a signal stopped the sweep
         self.last_failure = None  # (trial number, why): the failure budget's one line names it
@@ -236,12 +237,16 @@ class OptunaSweeperImpl:
                                     "stopped")
                     break
                 self.run(trial, job)
+                with self.trial_ended:
+                    self.trial_ended.notify_all()
             if items:
                 continue
-            if any(t.state.name == "RUNNING" for t in self.study.get_trials(deepcopy=False)):
-                time.sleep(min(5.0, self.conf.heartbeat_interval))  # another worker's; it may yet be interrupted
-            else:
-                return
+            with self.trial_ended:  # (checked under it: an end between the check and the wait is not missed)
+                if not any(t.state.name == "RUNNING" for t in self.study.get_trials(deepcopy=False)):
+                    return
+                # another thread's trial, or another worker's (it may yet be interrupted, and adopted): look again when
+                # one of this worker's ends, or in 5 s
+                self.trial_ended.wait(min(5.0, self.conf.heartbeat_interval))
 
     # --- the study's trials -------------------------------------------------------------------------------
     def counted(self) -> list:
