@@ -121,7 +121,7 @@ def test_a_signal_in_an_optuna_trial_checkpoints_it_and_the_same_command_resumes
 def test_sigterm_to_an_asha_sweep_is_one_line_and_the_same_command_resumes_it(tmp_path):
     """Ray Tune stops gently on Ctrl-C by itself; SIGTERM (a scheduler's, a `kill`) must do the same."""
     sweep = tmp_path / "asha"
-    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=2",
+    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=1",
                f"hydra.sweep.dir={sweep}", "hydra.sweeper.ray_init.num_cpus=1", "hydra.sweeper.ray_init.address=local",
                *RUN, "trainer.max_steps=100", "trainer.eval_steps=20", "eval.enabled=false"]
     env = {**env_without_network(), "OMP_NUM_THREADS": "1"}
@@ -129,7 +129,7 @@ def test_sigterm_to_an_asha_sweep_is_one_line_and_the_same_command_resumes_it(tm
     wait_for(sweep / "0" / "tune_progress.jsonl", proc)  # its first report (step 0): the trial is training
     proc.send_signal(signal.SIGTERM)
     line = ends_in_one_line(proc, timeout=180)
-    assert line.startswith("error: the ASHA sweep stopped by SIGTERM with ") and " of 2 trials ended" in line
+    assert line.startswith("error: the ASHA sweep stopped by SIGTERM with ") and " of 1 trials ended" in line
     assert line.endswith("run the same command again to resume it")
     assert not (sweep / "optimization_results.yaml").exists()
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -166,17 +166,19 @@ def kill_job(sweep, job) -> None:
         os.kill(int(pid), signal.SIGKILL)
 
 
-def test_a_trial_interrupted_past_the_relaunch_limit_fails_saying_so_with_its_jobs_last_state(cluster, tmp_path):
+def test_a_trial_interrupted_past_the_relaunch_limit_fails_saying_so_and_how_it_was_interrupted(cluster, tmp_path):
+    """scancel: SIGTERM, the run checkpoints and says at which step it stopped (a job killed without a word is named
+    by its job's state instead: the test above)."""
     sweep, log = tmp_path / "sweep", tmp_path / "sweep.log"
     sweeper = start_sweep(cluster, sweep, 1, log, "hydra.sweeper.max_relaunches=0")
     first_to_checkpoint(sweep, 1, sweeper, log)
-    killed = job_of(sweep, 0)
-    kill_job(sweep, killed)
+    cluster.run(["scancel", job_of(sweep, 0)])
     assert sweeper.wait(timeout=600) == 2, log.read_text()[-3000:]  # the failure budget (0) is spent
     row = final_rows(sweep)[0]
+    saved = max(int(p.name.split("-")[1]) for p in (sweep / "0" / "checkpoints").glob("checkpoint-*"))
     assert row["status"] == "failed" and row["reason"] == (
-        f"interrupted 1 time, and hydra.sweeper.max_relaunches=0: the last time its job {killed} ended without a "
-        "result (state FAILED)")
+        f"interrupted 1 time, and hydra.sweeper.max_relaunches=0: the last time stopped by SIGTERM at step {saved}; "
+        f"checkpoint saved in {sweep / '0' / 'checkpoints'}; run the same command again to resume")
     assert "trial 0: interrupted 1 time, and hydra.sweeper.max_relaunches=0" in log.read_text()
 
 
