@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM at every moment of a run and a sweep: setup, the evaluation before training, training (an
-Optuna trial in the sweeper's process), the end-of-run evaluation, an ASHA sweep. Each ends in one line, exit code
-75, the manifest `interrupted`, a checkpoint where training could make one -- and the same command resumes."""
+Optuna trial in the sweeper's process), the end-of-run evaluation. Each ends in one line, exit code 75, the manifest
+`interrupted`, a checkpoint where training could make one -- and the same command resumes. (SIGTERM to an ASHA
+sweep's driver is the sweepers' own: sweepers/tests/test_asha_sweeper.py.)"""
 
 import json
 import signal
@@ -116,23 +117,3 @@ def test_a_signal_in_an_optuna_trial_checkpoints_it_and_the_same_command_resumes
     assert f"resuming from {sweep / '0' / 'checkpoints' / f'checkpoint-{saved}'} (step {saved})" in (
         sweep / "0" / "train.log").read_text()
     assert read(sweep / "0" / "metrics.json")["global_step"] == 16
-
-
-def test_sigterm_to_an_asha_sweep_is_one_line_and_the_same_command_resumes_it(tmp_path):
-    """Ray Tune stops gently on Ctrl-C by itself; SIGTERM (a scheduler's, a `kill`) must do the same."""
-    sweep = tmp_path / "asha"
-    command = [sys.executable, "-m", "sft_sweep", "-m", "hparams_search=asha", "hydra.sweeper.num_samples=1",
-               f"hydra.sweep.dir={sweep}", "hydra.sweeper.ray_init.num_cpus=1", "hydra.sweeper.ray_init.address=local",
-               *RUN, "trainer.max_steps=100", "trainer.eval_steps=20", "eval.enabled=false"]
-    env = {**env_without_network(), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(sweep / "0" / "tune_progress.jsonl", proc)  # its first report (step 0): the trial is training
-    proc.send_signal(signal.SIGTERM)
-    line = ends_in_one_line(proc, timeout=180)
-    assert line.startswith("error: the ASHA sweep stopped by SIGTERM with ") and " of 1 trials ended" in line
-    assert line.endswith("run the same command again to resume it")
-    assert not (sweep / "optimization_results.yaml").exists()
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming the ASHA sweep" in again.stdout + again.stderr
-    assert (sweep / "optimization_results.yaml").is_file()

@@ -1,6 +1,8 @@
 """A Hydra app swept by both sweepers (tests/test_optuna_sweeper.py, tests/test_asha_sweeper.py): a bowl with its
 lowest point at (x, y) = (1, -2); optionally it fails, diverges, returns a value of another type, reports a
-descending curve (and so can be pruned or stopped), or two objectives."""
+descending curve (and so can be pruned or stopped; `+step_s`: each step takes that long), or two objectives."""
+
+import time
 
 import hydra
 from hydra_pruning_sweepers import report
@@ -17,6 +19,7 @@ def bowl(cfg: DictConfig):
     value = (cfg.x - 1) ** 2 + (cfg.y + 2) ** 2 + cfg.get("w", 0) ** 2 + cfg.get("z", 0) ** 2
     if cfg.steps:  # a training-like curve: the value approached from above, reported at every step
         for step in range(1, cfg.steps + 1):
+            time.sleep(cfg.get("step_s", 0))  # a step that takes time: a signal can land mid-trial
             report(step, value + 10.0 / step)
     if cfg.objectives == 2:
         return value, (cfg.x - 3) ** 2 + cfg.y ** 2
