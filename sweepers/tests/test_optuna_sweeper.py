@@ -1,9 +1,8 @@
-"""The optuna_pruning sweeper on a toy Hydra app (toy/app.py): the search-space grammar,
-fixed and deleted keys, samplers (grid, multi-objective, custom search space, the removed MOTPE), n_jobs batches on
-the basic launcher, workers sharing a new sqlite study, pruners rebuilt from optuna.pruners only, the failure budget,
-return values of other types, a failed trial's line, pruning through the public report function. Where the sweeper
-differs on purpose from hydra-optuna-sweeper, the test says so (the README's compatibility table lists each
-difference)."""
+"""The optuna_pruning sweeper on a toy Hydra app (toy/app.py): the search-space grammar, fixed and deleted keys,
+samplers (grid, multi-objective, custom search space, the removed MOTPE), n_jobs batches on the basic launcher, workers
+sharing a new study (sqlite, journal), pruners rebuilt from optuna.pruners only, the failure budget, return values of
+other types, a failed trial's line, pruning through the public report function. Where the sweeper differs on purpose
+from hydra-optuna-sweeper, the test says so (the README's compatibility table lists each difference)."""
 
 import json
 import os
@@ -232,11 +231,13 @@ def test_a_pruner_of_another_module_is_refused_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_three_workers_started_at_once_on_a_new_sqlite_study_share_it(tmp_path):
-    """They race to create the database's tables and the study (sqlite: 'table studies already exists'): the sweep
-    dir's lock takes them one at a time; between them they run n_trials, each once."""
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_three_workers_started_at_once_on_a_new_study_share_it(storage, tmp_path):
+    """They race to create the study (sqlite: its tables, 'table studies already exists'; journal: the file): the
+    sweep dir's lock takes them one at a time; between them they run n_trials, each once, and each worker some (a
+    trial takes half a second). The journal is what workers on several machines share (an NFS file)."""
     argv = [sys.executable, str(APP), "--multirun", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            "hydra.sweeper.storage=sqlite", "hydra.sweeper.n_trials=9"]
+            f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=9", "steps=2", "+step_s=0.25"]
     workers = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(3)]
     for worker in workers:
@@ -244,3 +245,5 @@ def test_three_workers_started_at_once_on_a_new_sqlite_study_share_it(tmp_path):
         assert worker.returncode == 0, err[-3000:]
     assert sorted(row["trial"] for row in rows(tmp_path)) == list(range(9))
     assert {row["status"] for row in rows(tmp_path)} == {"completed"}
+    assert len({row["worker"] for row in rows(tmp_path)}) >= 2  # (the last to start may find none left)
+    assert len({json.dumps(row["params"], sort_keys=True) for row in rows(tmp_path)}) == 9  # sampled apart
