@@ -1,8 +1,9 @@
 """The optuna_pruning sweeper on a toy Hydra app (toy/app.py): the search-space grammar, fixed and deleted keys,
-samplers (grid, multi-objective, custom search space, the removed MOTPE), n_jobs batches on the basic launcher, workers
-sharing a new study (sqlite, journal), pruners rebuilt from optuna.pruners only, the failure budget, return values of
-other types, a failed trial's line, pruning through the public report function. Where the sweeper differs on purpose
-from hydra-optuna-sweeper, the test says so (the README's compatibility table lists each difference)."""
+samplers (grid, multi-objective, custom search space, the removed MOTPE), n_jobs batches on the basic launcher and in
+parallel submitit jobs, workers sharing a new study (sqlite, journal), pruners rebuilt from optuna.pruners only, the
+failure budget, return values of other types, a failed trial's line, pruning through the public report function.
+Where the sweeper differs on purpose from hydra-optuna-sweeper, the test says so (the README's compatibility table
+lists each difference)."""
 
 import json
 import os
@@ -191,6 +192,24 @@ def test_n_jobs_on_the_basic_launcher_runs_batches_in_this_process(tmp_path):
     sweep(tmp_path, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=3")
     assert sorted(row["trial"] for row in rows(tmp_path)) == list(range(8))
     assert len({row["worker"] for row in rows(tmp_path)}) == 1
+
+
+@pytest.mark.slow
+def test_n_jobs_on_submitit_local_runs_trials_in_parallel_processes(tmp_path):
+    """hydra/launcher=submitit_local with n_jobs=2: two trials at once, each a submitit job (its own process)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the submitit extra is not installed")
+    sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", "steps=2",
+          "+step_s=0.5")
+    assert sorted(row["trial"] for row in rows(tmp_path)) == [0, 1]
+    assert {row["status"] for row in rows(tmp_path)} == {"completed"}
+    spans = []
+    for trial in (0, 1):
+        job = yaml.safe_load((tmp_path / "sweep" / str(trial) / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]
+        [result] = (tmp_path / "sweep" / ".submitit").glob(f"{job['id']}/*_result.pkl")  # the job's own
+        spans.append(((tmp_path / "sweep" / str(trial) / ".hydra" / "config.yaml").stat().st_mtime,  # the job began
+                      result.stat().st_mtime))  # it ended
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1  # the two ran at the same time
 
 
 @pytest.mark.slow

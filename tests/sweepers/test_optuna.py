@@ -1,6 +1,6 @@
-"""The Optuna sweeper on the tiny model: pruning, resume after SIGKILL, the failure budget, the submitit launcher, W&B
-grouping, the README's commands and the dashboard. (Workers sharing one study: the sweepers' own tests, on their toy
-app, sqlite and journal.)"""
+"""The Optuna sweeper on the tiny model: pruning, resume after SIGKILL, the failure budget, W&B grouping, the README's
+commands (the Ray launcher's too) and the dashboard. (Workers sharing one study, and parallel submitit jobs: the
+sweepers' own tests, on their toy app; the submitit launcher on a real SLURM cluster: test_slurm.py.)"""
 
 import json
 import os
@@ -210,23 +210,6 @@ def test_a_worker_killed_mid_trial_is_resumed_by_running_the_command_again(tmp_p
     assert json.loads((sweep / "1" / "metrics.json").read_text())["global_step"] == 16
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_trial"] in (0, 1) and results["trials"] == {"completed": 2}
-
-
-def test_submitit_local_launcher_runs_two_trials_in_parallel_processes(tmp_path, monkeypatch):
-    sweep = tmp_path / "sweep"
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the two job processes get a core each
-    assert run_cli("-m", "hparams_search=optuna", "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
-                   "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", *FAST) == 0
-    rows = trials(sweep)
-    assert sorted(r["trial"] for r in rows) == [0, 1] and all(r["status"] == "completed" for r in rows)
-    spans = []
-    for i in (0, 1):
-        assert (sweep / str(i) / "metrics.json").is_file()
-        spans.append(((sweep / str(i) / ".hydra" / "config.yaml").stat().st_mtime,  # written as the job starts
-                      (sweep / str(i) / "metrics.json").stat().st_mtime))
-    (a0, a1), (b0, b1) = spans
-    assert a0 < b1 and b0 < a1  # the two trials ran at the same time
-    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # each in its own submitit job
 
 
 def test_readme_commands_sweep_resume_and_reproduce_in_the_stable_dir(tmp_path, monkeypatch, capsys):
