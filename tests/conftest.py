@@ -20,6 +20,9 @@ SHARED = ("tiny_run", "reference", "cluster", "pruned_sweep")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    # The slow tests first (in file order), so that the fast ones fill the end: xdist hands out tests in this order as
+    # workers free up, and a long test handed out last keeps one worker busy while the other idles.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         for name in SHARED:
             if name in getattr(item, "fixturenames", ()):

@@ -55,7 +55,7 @@ def test_sigterm_to_the_driver_is_one_line_and_the_same_command_resumes_the_swee
     do the same: one line, exit code 75, no results yet -- and the same command resumes the sweep to its end."""
     sweep = tmp_path / "sweep"
     command = [sys.executable, str(APP), "--config-name", "asha", "--multirun", f"hydra.sweep.dir={sweep}",
-               "hydra.sweeper.num_samples=1", "+step_s=0.5"]
+               "hydra.sweeper.num_samples=1", "+step_s=0.25"]
     env = {**os.environ, "RAY_ADDRESS": "local"}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
