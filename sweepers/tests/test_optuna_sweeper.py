@@ -253,8 +253,8 @@ def test_a_pruner_of_another_module_is_refused_in_one_line(tmp_path):
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
 def test_three_workers_started_at_once_on_a_new_study_share_it(storage, tmp_path):
     """They race to create the study (sqlite: its tables, 'table studies already exists'; journal: the file): the
-    sweep dir's lock takes them one at a time; between them they run n_trials, each once, and each worker some (a
-    trial takes half a second). The journal is what workers on several machines share (an NFS file)."""
+    sweep dir's lock takes them one at a time; between them they run n_trials, each once, and more than one of them
+    takes trials (each takes half a second). The journal is what workers on several machines share (an NFS file)."""
     argv = [sys.executable, str(APP), "--multirun", f"hydra.sweep.dir={tmp_path / 'sweep'}",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=9", "steps=2", "+step_s=0.25"]
     workers = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
